@@ -1,0 +1,111 @@
+"""The hook specifications: the only seam between the StyleGAN2-ADA core and its plugins.
+
+Every hook is a documented function below. A plugin is any module or object with functions of the same
+names decorated with :data:`hookimpl`; it may implement any subset. Built-in plugins (``plugins/``) are
+registered exactly like third-party ones (see :mod:`stylegan2_ada.plugins` and ``docs/plugins.md``).
+
+Phases. The training loop runs four phases per step, as upstream does:
+``"Gmain"`` (generator adversarial loss), ``"Greg"`` (path-length regularisation, every 4th step),
+``"Dmain"`` (discriminator adversarial loss on fakes and reals) and ``"Dreg"`` (R1 on reals, every 16th
+step). When a lazy regulariser falls on the same step the upstream combined phases ``"Gboth"`` /
+``"Dboth"`` are not used: the main and reg phases always run separately, so a plugin sees exactly one of
+the four names above.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:  # imported for annotations only
+    import click
+    import torch
+
+    from stylegan2_ada.training.context import PhaseData, TrainingContext
+
+PROJECT_NAME = "stylegan2_ada"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def plugin_options() -> list["click.Option"]:
+    """Return extra command-line options for ``train.py``.
+
+    Called once, before the command line is parsed, for the plugins named with ``--plugin``. The values
+    arrive in ``context.options`` under the options' parameter names (``--noise`` -> ``"noise"``).
+    Option names must not collide with the core's or another plugin's: a clash is an error.
+    """
+
+
+@hookspec
+def validate_options(options: Mapping[str, Any]) -> None:
+    """Check the parsed options; raise ``click.UsageError`` with a clear message for invalid ones.
+
+    Called once after parsing and before anything is built (also for ``--dry-run``).
+    """
+
+
+@hookspec(firstresult=True)
+def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> Any:
+    """Open a training dataset the core does not know how to read, or return ``None``.
+
+    ``path`` is the ``--data`` argument; ``cache_dir`` is a folder beside the run (under ``--outdir``)
+    that the plugin may use to cache converted data between runs. The first plugin that returns a
+    dataset wins; if none does, the core opens ``path`` as an image folder or zip. The returned object
+    must behave like :class:`stylegan2_ada.dataset.ImageDataset` (``__len__``, ``__getitem__`` ->
+    ``(uint8 [C,H,W] array, float32 [label_dim] label)``, ``resolution``, ``num_channels``,
+    ``label_dim``, ``has_labels``, ``name``).
+    """
+
+
+@hookspec
+def training_setup(context: "TrainingContext") -> None:
+    """Called once per process after the networks, dataset, optimizers and run directory exist.
+
+    ``context`` holds ``G``, ``D``, ``G_ema``, ``augment_pipe``, ``dataset``, ``device``, ``run_dir``
+    (``None`` on ranks other than 0), ``options``, ``rank``, ``world_size`` and ``cur_nimg``. Load frozen
+    models, check compatibility with the networks, and raise ``click.UsageError`` for problems here.
+    """
+
+
+@hookspec
+def loss_terms(phase: str, context: "TrainingContext", data: "PhaseData") -> Mapping[str, "torch.Tensor"] | None:
+    """Return extra loss terms for ``phase``: ``{name: scalar tensor}`` or ``None``.
+
+    Each term is added to the phase's loss before backward (so it must already carry its weight) and is
+    logged as ``Loss/<plugin name>/<name>``. ``data`` holds the phase's tensors (see
+    :class:`stylegan2_ada.training.context.PhaseData`): for ``Gmain`` the generated images *before*
+    augmentation ``gen_img`` [N, C, H, W] in [-1, 1], their labels ``gen_c`` [N, c_dim], latents and
+    logits; for ``Dmain``/``Dreg`` also ``real_img`` / ``real_c``. A term must be differentiable with
+    respect to the parameters the phase trains (G for G phases, D for D phases).
+    """
+
+
+@hookspec
+def gradient_transforms(phase: str, context: "TrainingContext", module: "torch.nn.Module") -> None:
+    """Transform the gradients of ``module`` (G or D) in place, after backward and before the optimizer step.
+
+    Called once per phase per step, after gradient accumulation, the cross-rank all-reduce and the
+    NaN/inf guard. ``module.parameters()`` carry ``.grad`` (``None`` for parameters that got none).
+    """
+
+
+@hookspec
+def tick_statistics(context: "TrainingContext") -> Mapping[str, float] | None:
+    """Return extra statistics for this tick, ``{full name: value}``, e.g. ``{"Privacy/epsilon": 2.9}``.
+
+    Called on every rank at the end of each tick; values are written to ``stats.jsonl``, TensorBoard and
+    the progress line by rank 0.
+    """
+
+
+@hookspec
+def plugin_state(context: "TrainingContext") -> Mapping[str, Any] | None:
+    """Return JSON-serialisable state to store in each snapshot, so that ``--resume`` can restore it."""
+
+
+@hookspec
+def restore_plugin_state(context: "TrainingContext", state: Mapping[str, Any]) -> None:
+    """Restore what :func:`plugin_state` returned, when resuming from a snapshot that holds it."""

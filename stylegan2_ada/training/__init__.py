@@ -1,0 +1,1 @@
+"""Training: loss, loop, snapshots, statistics and distributed helpers."""
