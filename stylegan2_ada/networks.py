@@ -22,7 +22,6 @@ from torch import nn
 
 from stylegan2_ada.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upsample2d, downsample2d
 from stylegan2_ada.ops.bias_act import ACTIVATIONS
-from stylegan2_ada.ops.upfirdn2d import FilterLike, filter_taps
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -35,25 +34,6 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 def _use_fp16(enabled: bool, force_fp32: bool, device: torch.device) -> bool:
     """float16 only where requested, not forced off, and on CUDA (CPU kernels for half are slow or missing)."""
     return enabled and not force_fp32 and device.type == "cuda"
-
-
-class _HasResampleFilter(nn.Module):
-    """A module with a ``resample_filter`` buffer [fh, fw] (kept for state-dict compatibility) whose
-    separable factorisation is cached as Python floats for the ops; refreshed after ``load_state_dict``."""
-
-    def _init_resample_filter(self, resample_filter: Sequence[float]) -> None:
-        self.register_buffer("resample_filter", setup_filter(resample_filter))
-        self._fir: FilterLike = filter_taps(self.resample_filter)
-        self.register_load_state_dict_post_hook(_HasResampleFilter._refresh_fir)
-
-    @staticmethod
-    def _refresh_fir(module: "_HasResampleFilter", incompatible_keys: Any) -> None:
-        taps = filter_taps(module.resample_filter)
-        module._fir = taps if taps is not None else module.resample_filter
-
-    @property
-    def fir(self) -> FilterLike:
-        return self._fir if self._fir is not None else self.resample_filter
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -98,7 +78,7 @@ class FullyConnectedLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
-class Conv2dLayer(_HasResampleFilter):
+class Conv2dLayer(nn.Module):
     """Convolution with equalised learning rate, optional FIR up/down-sampling, bias, activation and clamp.
 
     ``trainable=False`` (Freeze-D) stores weight and bias as buffers under the same names.
@@ -126,7 +106,7 @@ class Conv2dLayer(_HasResampleFilter):
         self.down = down
         self.conv_clamp = conv_clamp
         self.channels_last = channels_last
-        self._init_resample_filter(resample_filter)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = ACTIVATIONS[activation].def_gain
@@ -148,7 +128,7 @@ class Conv2dLayer(_HasResampleFilter):
         """[N, C_in, H, W] -> [N, C_out, H*up/down, W*up/down]."""
         w = self.weight * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w.to(x.dtype), f=self.fir, up=self.up, down=self.down, padding=self.padding,
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=(self.up == 1))
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -242,7 +222,7 @@ class MappingNetwork(nn.Module):
 # Synthesis network
 
 
-class SynthesisLayer(_HasResampleFilter):
+class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally upsampling x2), noise, bias, lrelu, clamp."""
 
     def __init__(
@@ -267,7 +247,7 @@ class SynthesisLayer(_HasResampleFilter):
         self.use_noise = use_noise
         self.activation = activation
         self.conv_clamp = conv_clamp
-        self._init_resample_filter(resample_filter)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.act_gain = ACTIVATIONS[activation].def_gain
 
@@ -295,7 +275,7 @@ class SynthesisLayer(_HasResampleFilter):
             noise = self.noise_const * self.noise_strength  # [H', W']
 
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.fir, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
@@ -322,7 +302,7 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
-class SynthesisBlock(_HasResampleFilter):
+class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (const | upsampling conv0) + conv1 + torgb."""
 
     def __init__(
@@ -351,7 +331,7 @@ class SynthesisBlock(_HasResampleFilter):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self._init_resample_filter(resample_filter)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
 
@@ -412,7 +392,7 @@ class SynthesisBlock(_HasResampleFilter):
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
 
         if img is not None:
-            img = upsample2d(img, self.fir)  # [N, img_C, R, R]
+            img = upsample2d(img, self.resample_filter)  # [N, img_C, R, R]
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -520,7 +500,7 @@ class Generator(nn.Module):
 # Discriminator
 
 
-class DiscriminatorBlock(_HasResampleFilter):
+class DiscriminatorBlock(nn.Module):
     """One resolution of the discriminator: [fromrgb] + conv0 + downsampling conv1 (+ resnet skip)."""
 
     def __init__(
@@ -549,7 +529,7 @@ class DiscriminatorBlock(_HasResampleFilter):
         self.architecture = architecture
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
-        self._init_resample_filter(resample_filter)
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
 
         # Freeze-D counts layers from the input: fromrgb, conv0, conv1, skip in each block.
         self.num_layers = 0
@@ -586,7 +566,7 @@ class DiscriminatorBlock(_HasResampleFilter):
             img = img.to(dtype=dtype, memory_format=memory_format)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
-            img = downsample2d(img, self.fir) if self.architecture == "skip" else None
+            img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None
 
         if self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))

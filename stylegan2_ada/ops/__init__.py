@@ -7,7 +7,6 @@ from stylegan2_ada.ops.modulated_conv import modulated_conv2d
 from stylegan2_ada.ops.upfirdn2d import (
     downsample2d,
     filter2d,
-    filter_taps,
     setup_filter,
     upfirdn2d,
     upsample2d,
@@ -23,5 +22,4 @@ __all__ = [
     "downsample2d",
     "filter2d",
     "setup_filter",
-    "filter_taps",
 ]

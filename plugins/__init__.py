@@ -1,0 +1,6 @@
+"""The built-in plugins of SpineGAN (``spinegan``, ``dp``, ``dicom``), one subpackage each.
+
+Each is an ordinary plugin of the StyleGAN2-ADA core: it uses only the hooks in
+:mod:`stylegan2_ada.hookspecs`, is declared as an entry point in the group ``stylegan2_ada.plugins`` and is
+enabled with ``train.py --plugin NAME`` (see ``docs/plugins.md``).
+"""

@@ -1,0 +1,165 @@
+"""Generator / Discriminator: upstream parity, architectures, regularisation gradients, torch.func."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylegan2_ada.networks import Discriminator, Generator
+from tests.conftest import FIXTURE_D_KWARGS, FIXTURE_G_KWARGS, tiny_d_kwargs, tiny_g_kwargs
+
+ATOL = 1e-4
+
+
+def _state(npz: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: torch.from_numpy(v) for k, v in npz.items() if k.startswith(prefix + "/")}
+
+
+@pytest.fixture(scope="module")
+def fixture_nets(upstream_npz):
+    G_ema = Generator(**FIXTURE_G_KWARGS)
+    G_ema.load_state_dict(_state(upstream_npz, "G_ema"))  # strict: same names and shapes as upstream
+    D = Discriminator(**FIXTURE_D_KWARGS)
+    D.load_state_dict(_state(upstream_npz, "D"))
+    return G_ema.eval(), D.eval()
+
+
+@pytest.mark.parametrize("psi", [1.0, 0.7])
+def test_mapping_matches_upstream(fixture_nets, upstream_npz, psi):
+    G_ema, _ = fixture_nets
+    z, c = torch.from_numpy(upstream_npz["in/z"]), torch.from_numpy(upstream_npz["in/c"])
+    ws = G_ema.mapping(z, c, truncation_psi=psi)
+    assert ws.shape == (8, G_ema.num_ws, 64) == tuple(upstream_npz[f"out/ws_psi{psi}"].shape)
+    torch.testing.assert_close(ws, torch.from_numpy(upstream_npz[f"out/ws_psi{psi}"]), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+@pytest.mark.parametrize("psi", [1.0, 0.7])
+@pytest.mark.parametrize("fused", [False, True])
+def test_images_match_upstream(fixture_nets, upstream_npz, noise_mode, psi, fused):
+    G_ema, _ = fixture_nets
+    z, c = torch.from_numpy(upstream_npz["in/z"]), torch.from_numpy(upstream_npz["in/c"])
+    img = G_ema(z, c, truncation_psi=psi, noise_mode=noise_mode, fused_modconv=fused)
+    want = torch.from_numpy(upstream_npz[f"out/img_{noise_mode}_psi{psi}"])
+    assert img.shape == want.shape == (8, 1, 32, 32)
+    torch.testing.assert_close(img, want, rtol=0, atol=ATOL)
+
+
+def test_training_copy_matches_upstream(upstream_npz):
+    G = Generator(**FIXTURE_G_KWARGS)
+    G.load_state_dict(_state(upstream_npz, "G"))
+    G.train()
+    z, c = torch.from_numpy(upstream_npz["in/z"]), torch.from_numpy(upstream_npz["in/c"])
+    w_avg_before = G.mapping.w_avg.clone()
+    img = G(z, c, noise_mode="const")
+    torch.testing.assert_close(img, torch.from_numpy(upstream_npz["out/G_img_const"]), rtol=0, atol=ATOL)
+    assert not torch.equal(G.mapping.w_avg, w_avg_before), "training mode must move w_avg"
+
+
+def test_discriminator_matches_upstream(fixture_nets, upstream_npz):
+    _, D = fixture_nets
+    c = torch.from_numpy(upstream_npz["in/c"])
+    real = D(torch.from_numpy(upstream_npz["in/real"]), c)
+    fake = D(torch.from_numpy(upstream_npz["out/img_const_psi1.0"]), c)
+    torch.testing.assert_close(real, torch.from_numpy(upstream_npz["out/D_logits_real"]), rtol=0, atol=ATOL)
+    torch.testing.assert_close(fake, torch.from_numpy(upstream_npz["out/D_logits_fake"]), rtol=0, atol=ATOL)
+
+
+def test_parameter_counts_match_published_configs():
+    """Counts from the reference facts (256 px, cbase 16384, mapping 2): G 23.19M, D 24.00M."""
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=16384, channel_max=512))
+    D = Discriminator(c_dim=0, img_resolution=256, img_channels=3, channel_base=16384, channel_max=512)
+    assert round(sum(p.numel() for p in G.parameters()) / 1e6, 2) == 23.19
+    assert round(sum(p.numel() for p in D.parameters()) / 1e6, 2) == 24.00
+
+
+@pytest.mark.parametrize("g_arch", ["orig", "skip", "resnet"])
+@pytest.mark.parametrize("d_arch", ["orig", "skip", "resnet"])
+def test_architectures_shapes_and_finite(g_arch, d_arch):
+    G = Generator(**tiny_g_kwargs(architecture=g_arch, channels=3))
+    D = Discriminator(**tiny_d_kwargs(architecture=d_arch, channels=3))
+    z = torch.randn(4, G.z_dim)
+    c = torch.eye(2)[torch.tensor([0, 1, 0, 1])]
+    img = G(z, c)
+    assert img.shape == (4, 3, 16, 16) and img.dtype == torch.float32
+    logits = D(img, c)
+    assert logits.shape == (4, 1) and torch.isfinite(logits).all()
+
+
+def test_truncation_cutoff_and_psi_zero():
+    G = Generator(**tiny_g_kwargs()).eval()
+    G.mapping.w_avg.normal_()
+    z, c = torch.randn(3, 16), torch.eye(2)[[0, 1, 0]]
+    ws = G.mapping(z, c)
+    ws0 = G.mapping(z, c, truncation_psi=0)
+    assert torch.allclose(ws0, G.mapping.w_avg.expand_as(ws0))
+    ws_cut = G.mapping(z, c, truncation_psi=0, truncation_cutoff=2)
+    assert torch.allclose(ws_cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(ws_cut[:, 2:], ws[:, 2:])
+
+
+def test_unconditional_networks_and_bad_input():
+    G = Generator(**tiny_g_kwargs(c_dim=0))
+    D = Discriminator(**tiny_d_kwargs(c_dim=0))
+    assert not hasattr(D, "mapping") and not hasattr(G.mapping, "embed")
+    img = G(torch.randn(2, 16), None)
+    assert D(img, None).shape == (2, 1)
+    with pytest.raises(ValueError, match="D expects images"):
+        D(torch.zeros(2, 3, 16, 16), None)
+    with pytest.raises(ValueError, match="power of two"):
+        Generator(**{**tiny_g_kwargs(), "img_resolution": 24})
+
+
+def test_freeze_d_stores_frozen_layers_as_buffers():
+    D = Discriminator(**{**tiny_d_kwargs(), "block_kwargs": dict(freeze_layers=4)})
+    params = dict(D.named_parameters())
+    buffers = dict(D.named_buffers())
+    # 16 px: b16 = layers 0-3 (fromrgb, conv0, conv1, skip) frozen; b8 trainable.
+    assert "b16.conv0.weight" in buffers and "b16.conv0.weight" not in params
+    assert "b16.skip.weight" in buffers and "b8.conv0.weight" in params
+    assert set(D.state_dict()) == set(Discriminator(**tiny_d_kwargs()).state_dict())
+
+
+def test_cpu_always_float32_even_with_fp16_blocks():
+    kw = tiny_g_kwargs()
+    kw["synthesis_kwargs"] = {**kw["synthesis_kwargs"], "num_fp16_res": 4}
+    G = Generator(**kw)
+    D = Discriminator(**{**tiny_d_kwargs(), "num_fp16_res": 4})
+    assert G.synthesis.b16.use_fp16 and D.b16.use_fp16
+    img = G(torch.randn(2, 16), torch.eye(2))
+    assert img.dtype == torch.float32 and D(img, torch.eye(2)).dtype == torch.float32
+
+
+def test_r1_and_path_length_double_backward():
+    G = Generator(**tiny_g_kwargs())
+    D = Discriminator(**tiny_d_kwargs())
+    c = torch.eye(2)[[0, 1]]
+    # R1: gradient of D's output w.r.t. reals, then backward of its squared norm into D's parameters.
+    real = torch.randn(2, 1, 16, 16, requires_grad=True)
+    (grad_real,) = torch.autograd.grad(D(real, c).sum(), real, create_graph=True)
+    grad_real.square().sum().backward()
+    assert D.b16.conv0.weight.grad is not None and D.b16.conv0.weight.grad.abs().sum() > 0
+    # Path length: gradient of <img, noise> w.r.t. ws, then backward of its norm into G's parameters.
+    ws = G.mapping(torch.randn(2, 16), c)
+    img = G.synthesis(ws)
+    (grad_ws,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws, create_graph=True)
+    grad_ws.square().sum(2).mean(1).sqrt().mean().backward()
+    assert G.synthesis.b16.conv0.weight.grad is not None and G.synthesis.b16.conv0.weight.grad.abs().sum() > 0
+
+
+def test_vmap_per_example_gradients_of_discriminator():
+    D = Discriminator(**tiny_d_kwargs(mbstd=1)).train()
+    params = {k: v.detach() for k, v in D.named_parameters()}
+    buffers = {k: v.detach() for k, v in D.named_buffers()}
+    imgs = torch.randn(4, 1, 16, 16)
+    cs = torch.eye(2)[[0, 1, 1, 0]]
+
+    def loss(p, img, c):
+        logits = torch.func.functional_call(D, (p, buffers), (img[None], c[None]))
+        return torch.nn.functional.softplus(-logits).sum()
+
+    per_example = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, imgs, cs)
+    for i in range(4):
+        single = torch.func.grad(loss)(params, imgs[i], cs[i])
+        for name in ("b16.conv0.weight", "mapping.embed.weight", "b4.out.bias"):
+            torch.testing.assert_close(per_example[name][i], single[name], rtol=1e-5, atol=1e-6)
