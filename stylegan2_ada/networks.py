@@ -24,6 +24,19 @@ from stylegan2_ada.ops import bias_act, conv2d_resample, modulated_conv2d, setup
 from stylegan2_ada.ops.bias_act import ACTIVATIONS
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
+# Activations with act(g * x) == g * act(x) for g > 0: their gain can be folded into weights and bias.
+_HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "lrelu")
+
+
+def _activate_and_clamp(x: torch.Tensor, activation: str, clamp: float | None) -> torch.Tensor:
+    """Apply a positively homogeneous activation without gain, then clamp to [-clamp, clamp]."""
+    if activation == "lrelu":
+        x = torch.nn.functional.leaky_relu(x, ACTIVATIONS["lrelu"].def_alpha)
+    elif activation == "relu":
+        x = torch.relu(x)
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -126,12 +139,20 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """[N, C_in, H, W] -> [N, C_out, H*up/down, W*up/down]."""
-        w = self.weight * self.weight_gain
-        b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
-                            flip_weight=(self.up == 1))
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if self.activation in _HOMOGENEOUS_ACTIVATIONS:
+            # act(g * (conv(x, w) + b)) == act(conv(x, g * w) + g * b): one pass less over the activations.
+            w = self.weight * (self.weight_gain * act_gain)
+            b = self.bias * act_gain if self.bias is not None else None
+            x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                                padding=self.padding, flip_weight=(self.up == 1),
+                                bias=b.to(x.dtype) if b is not None else None)
+            return _activate_and_clamp(x, self.activation, act_clamp)
+        w = self.weight * self.weight_gain
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                            padding=self.padding, flip_weight=(self.up == 1))
         return bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
@@ -274,10 +295,17 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength  # [H', W']
 
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if self.activation in _HOMOGENEOUS_ACTIVATIONS:
+            # Bias, noise and gain ride along with demodulation in one pass; then activation and clamp.
+            x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                                 resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                                 fused_modconv=fused_modconv, bias=self.bias, gain=act_gain)
+            return _activate_and_clamp(x, self.activation, act_clamp)
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
 
 
@@ -298,8 +326,8 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = False) -> torch.Tensor:
         """x [N, C, H, W], w [N, Wd] -> [N, img_channels, H, W]."""
         styles = self.affine(w) * self.weight_gain  # [N, C]
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv, bias=self.bias)
+        return _activate_and_clamp(x, "linear", self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):

@@ -20,11 +20,15 @@ import torch.nn.functional as F
 from stylegan2_ada.ops.upfirdn2d import FilterLike, _parse_padding, filter_size, upfirdn2d
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int = 0, groups: int = 1,
-          flip_weight: bool = True) -> torch.Tensor:
+def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | tuple[int, int] = 0, groups: int = 1,
+          flip_weight: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
     if not flip_weight and w.shape[-1] * w.shape[-2] > 1:
         w = w.flip([2, 3])
-    return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=groups)
+
+
+def _add_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x + bias.reshape(1, -1, 1, 1)
 
 
 def conv2d_resample(
@@ -37,11 +41,13 @@ def conv2d_resample(
     groups: int = 1,
     flip_weight: bool = True,
     flip_filter: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Convolve [N, C_in, H, W] with ``w`` [C_out, C_in/groups, kh, kw], resampling by ``up`` or ``down``.
 
     ``padding`` is the convolution's padding at the resampled resolution (``kernel_size // 2`` keeps the
-    size). ``f`` is the resampling FIR filter (needed when up or down > 1). Output:
+    size). ``f`` is the resampling FIR filter (needed when up or down > 1). ``bias`` [C_out] is added to
+    the output (inside the convolution kernel where the convolution is the last step). Output:
     [N, C_out, H*up//down, W*up//down] for ``padding = k // 2`` and odd k.
     """
     if up > 1 and down > 1:
@@ -54,15 +60,15 @@ def conv2d_resample(
         pad = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2]
         if kw == 1 and kh == 1:
             x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
-            return _conv(x, w, groups=groups, flip_weight=flip_weight)
+            return _conv(x, w, groups=groups, flip_weight=flip_weight, bias=bias)
         x = upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
-        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
+        return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight, bias=bias)
 
     if up > 1:
         pad = [px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2]
         if kw == 1 and kh == 1:
             x = _conv(x, w, groups=groups, flip_weight=flip_weight)
-            return upfirdn2d(x, f, up=up, padding=pad, flip_filter=flip_filter, gain=up * up)
+            return _add_bias(upfirdn2d(x, f, up=up, padding=pad, flip_filter=flip_filter, gain=up * up), bias)
         # Transposed convolution = true convolution of the zero-inserted input; account for its extent.
         pad = [pad[0] - (kw - 1), pad[1] - (kw - up), pad[2] - (kh - 1), pad[3] - (kh - up)]
         if flip_weight:  # correlation semantics requested: flip, since conv_transpose2d convolves
@@ -73,11 +79,9 @@ def conv2d_resample(
             wt = w.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
             wt = wt.reshape(groups * in_per_group, out_ch // groups, kh, kw)
         x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
-        return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=up * up)
+        return _add_bias(upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=up * up), bias)
 
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
-        if px0 == py0:
-            return _conv(x, w, padding=px0, groups=groups, flip_weight=flip_weight)
-        return _conv(x, w, padding=(py0, px0), groups=groups, flip_weight=flip_weight)
+        return _conv(x, w, padding=(py0, px0), groups=groups, flip_weight=flip_weight, bias=bias)
     x = F.pad(x, [px0, px1, py0, py1])
-    return _conv(x, w, groups=groups, flip_weight=flip_weight)
+    return _conv(x, w, groups=groups, flip_weight=flip_weight, bias=bias)

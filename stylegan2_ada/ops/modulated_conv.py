@@ -34,8 +34,14 @@ def modulated_conv2d(
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = False,
+    bias: torch.Tensor | None = None,
+    gain: float = 1.0,
 ) -> torch.Tensor:
     """Convolve each sample with its own style-modulated (and demodulated) kernel.
+
+    Returns ``gain * (conv(x, W'(styles)) + noise + bias)``: the optional bias and output gain are folded
+    into the same pass as demodulation and noise (a positively homogeneous activation such as lrelu can
+    then be applied without a separate gain pass).
 
     Args:
         x: [N, I, H, W] input activations (float32, or float16 on CUDA).
@@ -47,6 +53,7 @@ def modulated_conv2d(
         fused_modconv: run one grouped convolution with per-sample kernels instead of scaling the
             activations around a shared convolution. Same result; which is faster depends on the device
             and batch size (the non-fused form batches better on CPU).
+        bias: [O] added after noise. gain: scales the whole output.
     Returns:
         [N, O, H', W'] in x's dtype.
     """
@@ -60,27 +67,33 @@ def modulated_conv2d(
 
     dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, O]
 
+    # Epilogue pieces: out = conv * scale + shift, with scale [N, O, 1, 1] and shift broadcastable.
+    shift = None
+    if noise is not None:
+        shift = noise.to(x.dtype)
+    if bias is not None:
+        b = bias.to(x.dtype).reshape(-1, 1, 1)
+        shift = b if shift is None else shift + b
+    if shift is not None and gain != 1:
+        shift = shift * gain
+
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)  # [N, I, H, W]
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
                             flip_weight=flip_weight)  # [N, O, H', W']
-        if dcoefs is not None and noise is not None:
-            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
         if dcoefs is not None:
-            return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
-        if noise is not None:
-            return x + noise.to(x.dtype)
-        return x
-
-    # Fused: per-sample kernels [N, O, I, kh, kw] as one grouped convolution over a [1, N*I, H, W] input.
-    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
-    if dcoefs is not None:
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, in_ch, kh, kw)
-    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
-                        flip_weight=flip_weight)
-    x = x.reshape(n, -1, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+            scale = (dcoefs * gain).to(x.dtype).reshape(n, -1, 1, 1)
+            return torch.addcmul(shift, x, scale) if shift is not None else x * scale
+    else:
+        # Fused: per-sample kernels [N, O, I, kh, kw] as one grouped convolution over a [1, N*I, H, W] input.
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+        if dcoefs is not None:
+            w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+        x = x.reshape(1, -1, *x.shape[2:])
+        w = w.reshape(-1, in_ch, kh, kw)
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
+                            flip_weight=flip_weight)
+        x = x.reshape(n, -1, *x.shape[2:])
+    if gain != 1:
+        x = x * gain
+    return x + shift if shift is not None else x
