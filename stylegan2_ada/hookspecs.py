@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported for annotations only
     from stylegan2_ada.training.context import PhaseData, TrainingContext
 
 PROJECT_NAME = "stylegan2_ada"
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -75,7 +76,9 @@ def loss_terms(phase: str, context: "TrainingContext", data: "PhaseData") -> Map
     """Return extra loss terms for ``phase``: ``{name: scalar tensor}`` or ``None``.
 
     Each term is added to the phase's loss before backward (so it must already carry its weight) and is
-    logged as ``Loss/<plugin name>/<name>``. ``data`` holds the phase's tensors (see
+    logged as ``Loss/<plugin name>/<name>``. It is called once per accumulation round (each per-process
+    batch of ``--batch-gpu`` examples), and terms of the lazy phases ``Greg``/``Dreg`` are *not* multiplied
+    by the regularisation interval: weigh them yourself. ``data`` holds the phase's tensors (see
     :class:`stylegan2_ada.training.context.PhaseData`): for ``Gmain`` the generated images *before*
     augmentation ``gen_img`` [N, C, H, W] in [-1, 1], their labels ``gen_c`` [N, c_dim], latents and
     logits; for ``Dmain``/``Dreg`` also ``real_img`` / ``real_c``. A term must be differentiable with
@@ -103,7 +106,11 @@ def tick_statistics(context: "TrainingContext") -> Mapping[str, float] | None:
 
 @hookspec
 def plugin_state(context: "TrainingContext") -> Mapping[str, Any] | None:
-    """Return JSON-serialisable state to store in each snapshot, so that ``--resume`` can restore it."""
+    """Return JSON-serialisable state to store in each snapshot, so that ``--resume`` can restore it.
+
+    Stored per plugin name; on resume it is handed back to the same plugin through
+    :func:`restore_plugin_state`, after :func:`training_setup`.
+    """
 
 
 @hookspec

@@ -12,7 +12,8 @@ import torch
 class TrainingContext:
     """Everything a plugin may need about the run. Owned by the training loop; plugins read it.
 
-    ``run_dir`` is ``None`` on ranks other than 0 (only rank 0 writes files). ``cur_nimg`` is the number
+    ``run_dir`` is ``None`` on ranks other than 0 (only rank 0 writes files). ``G_opt``/``D_opt`` are the
+    optimizers (set before ``training_setup``). ``cur_nimg`` is the number
     of real images shown to D so far (kimg * 1000), kept up to date by the loop. ``extras`` is a free
     dict where plugins may keep per-run objects under their own name.
     """
@@ -28,7 +29,10 @@ class TrainingContext:
     rank: int = 0
     world_size: int = 1
     cur_nimg: int = 0
+    cur_tick: int = 0
     batch_size: int = 0
+    G_opt: torch.optim.Optimizer | None = None
+    D_opt: torch.optim.Optimizer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,88 @@
+"""Atomic file writing and PNG input/output for 8- and 16-bit greyscale images."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zlib
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["write_atomic", "encode_png", "write_png", "read_png", "PNG_COMPRESS_LEVEL"]
+
+#: zlib level for PNG output: 1 is several times faster than the default 6 for ~10 % larger files.
+PNG_COMPRESS_LEVEL = 1
+
+
+def write_atomic(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write a file atomically: ``write(fh)`` into a hidden temp file in the same folder, then rename.
+
+    Readers see either the old file or the complete new one, never a partial file; on any error the
+    temp file is removed and the destination is untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """PNG bytes of a greyscale uint8 [H, W] (8-bit) or uint16 [H, W] (16-bit) image.
+
+    A minimal encoder (PNG spec, ISO/IEC 15948): one IDAT, every row with the "Up" filter, zlib at
+    ``compress_level``. About twice as fast as Pillow's (which tries several filters per row) for the
+    same file size on radiographs.
+    """
+    if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected a uint8 or uint16 [H, W] image, got {image.dtype} {image.shape}")
+    height, width = image.shape
+    depth = 8 if image.dtype == np.uint8 else 16
+    samples = image if depth == 8 else image.astype(">u2").view(np.uint8).reshape(height, 2 * width)  # [H, bytes]
+    rows = np.empty((height, samples.shape[1] + 1), np.uint8)  # filter byte + filtered bytes per row
+    rows[:, 0] = 2  # "Up": each byte minus the byte above (mod 256); the first row has zeros above
+    rows[0, 1:] = samples[0]
+    np.subtract(samples[1:], samples[:-1], out=rows[1:, 1:], dtype=np.uint8, casting="unsafe")
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)  # greyscale, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+    """Write a greyscale uint8 [H, W] (8-bit PNG) or uint16 [H, W] (16-bit PNG) image atomically."""
+    data = encode_png(image, compress_level)
+    write_atomic(path, lambda fh: fh.write(data))
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a greyscale PNG as uint8 [H, W] (8-bit) or uint16 [H, W] (16-bit)."""
+    with Image.open(path) as im:
+        if im.mode == "L":
+            return np.asarray(im, dtype=np.uint8).copy()
+        if im.mode in ("I;16", "I;16B", "I"):
+            arr = np.asarray(im)
+            if arr.min() < 0 or arr.max() > 65535:
+                raise ValueError(f"{path}: pixel values outside 0..65535")
+            return arr.astype(np.uint16)
+        raise ValueError(f"{path}: expected a greyscale PNG (mode L or I;16), got mode {im.mode}")
