@@ -1,0 +1,60 @@
+"""Make the toy two-class dataset: white discs (class 0) and squares (class 1) on black.
+
+    python bench/make_toy_shapes.py --out /tmp/toy_shapes --count 1000 --res 32
+
+Writes ``<out>/<class>/NNNNN.png`` (8-bit grayscale) and ``<out>/dataset.json`` in upstream's format
+(``{"labels": [[relative path, class], ...]}``). Sizes and positions are random; every shape lies inside
+the image. Used by ``bench/toy_shapes_check.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASS_NAMES = ("disc", "square")
+
+
+def draw_shape(cls: int, res: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [res, res]: a white disc (cls 0) or axis-aligned square (cls 1) on black."""
+    half = rng.uniform(0.18, 0.32) * res  # radius / half side, pixels
+    cy, cx = rng.uniform(half + 1, res - half - 1, size=2)
+    yy, xx = np.mgrid[:res, :res] + 0.5
+    if cls == 0:
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= half**2
+    else:
+        mask = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
+    return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def make_toy_shapes(out: Path, count: int = 1000, res: int = 32, seed: int = 0) -> Path:
+    """``count`` images per class at ``res`` x ``res``; returns ``out``."""
+    rng = np.random.default_rng(seed)
+    labels = []
+    for cls, name in enumerate(CLASS_NAMES):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            rel = f"{name}/{i:05d}.png"
+            Image.fromarray(draw_shape(cls, res, rng), "L").save(out / rel)
+            labels.append([rel, cls])
+    (out / "dataset.json").write_text(json.dumps({"labels": labels}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--count", type=int, default=1000, help="images per class")
+    ap.add_argument("--res", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    make_toy_shapes(a.out, a.count, a.res, a.seed)
+    print(f"wrote {2 * a.count} images to {a.out}")
+
+
+if __name__ == "__main__":
+    main()

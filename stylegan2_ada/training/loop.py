@@ -1,0 +1,590 @@
+"""The training loop: set-up, one function per phase, ticks, snapshots.
+
+Reading order: :func:`training_loop` (set-up, then the main loop), :func:`training_step` (one step:
+the four phases, EMA, ADA), :func:`run_phase` (loss + plugin terms -> backward over the accumulation
+rounds -> cross-rank average -> NaN/inf guard -> plugin gradient transforms -> optimizer step), and
+:func:`end_of_tick` (statistics, progress line, image grid, snapshot).
+
+Shapes: B = ``batch_gpu`` (images per accumulation round on this rank); R = ``batch // (batch_gpu *
+world_size)`` accumulation rounds; images [B, C, H, W] float in [-1, 1]; labels [B, c_dim].
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from stylegan2_ada.loss import StyleGAN2Loss
+from stylegan2_ada.training import distributed as dist
+from stylegan2_ada.training.context import TrainingContext
+from stylegan2_ada.training.data import InfiniteSampler, images_to_float, label_table, make_loader
+from stylegan2_ada.training.ema import ema_beta, update_ema
+from stylegan2_ada.training.grids import generate_grid_images, real_grid_images, save_image_grid, select_grid
+from stylegan2_ada.training.logfile import LogTee, write_json_atomic
+from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
+from stylegan2_ada.training.snapshots import (
+    ResumeData, TrainingState, capture_rng, copy_weights, is_training_snapshot, load_optimizer_state,
+    parse_resume_data, restore_rng, save_snapshot, snapshot_path,
+)
+from stylegan2_ada.training.stats import StatsCollector, StatsWriter, cpu_memory_gb, scalar_stat
+
+ADAM_BETAS = (0.0, 0.99)
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class Phase:
+    """One training phase: ``name`` in Gmain/Greg/Dmain/Dreg, the module it trains, its optimizer, and
+    ``interval`` (it runs on steps where ``batch_idx % interval == 0``; also its loss gain)."""
+
+    name: str
+    module: nn.Module
+    opt: torch.optim.Optimizer
+    interval: int
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`training_loop` returns (the networks stay on the training device)."""
+
+    run_dir: Path | None
+    state: TrainingState
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    augment_pipe: nn.Module | None
+    snapshots: list[Path] = field(default_factory=list)
+    last_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ set-up pieces
+
+
+def setup_device(o: TrainingOptions, info: dist.DistInfo) -> torch.device:
+    """The device of this rank; on CUDA turns on cudnn.benchmark and keeps TF32 off (as upstream)."""
+    if o.device == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        return device
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch, numpy and python for this rank; return the loop's own numpy generator."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return np.random.default_rng(seed)
+
+
+def open_dataset(o: TrainingOptions, pm: Any = None) -> Any:
+    """A plugin's ``dataset_readers`` result, else the core's image folder / zip reader."""
+    from stylegan2_ada.dataset import open_image_dataset
+
+    if pm is not None:
+        cache_dir = os.path.join(o.outdir, ".cache")
+        ds = pm.hook.dataset_readers(path=o.data, options=o.context_options(), cache_dir=cache_dir)
+        if ds is not None:
+            return ds
+    return open_image_dataset(o.data, use_labels=o.cond, xflip=o.mirror, max_size=o.subset, random_seed=o.seed)
+
+
+def build_networks(o: TrainingOptions, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module | None]:
+    """(G, D, G_ema, augment_pipe or None) from the options, on ``device``, with ``requires_grad`` off."""
+    from stylegan2_ada.augment import AUGPIPE_SPECS, AugmentPipe
+    from stylegan2_ada.networks import Discriminator, Generator
+
+    G = Generator(**o.generator_kwargs()).train().requires_grad_(False).to(device)
+    D = Discriminator(**o.discriminator_kwargs()).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    pipe = None
+    if o.aug != "noaug":
+        pipe = AugmentPipe(**AUGPIPE_SPECS[o.augpipe]).train().requires_grad_(False).to(device)
+        pipe.p.fill_(float(o.p) if o.aug == "fixed" else 0.0)
+    return G, D, G_ema, pipe
+
+
+def build_phases(o: TrainingOptions, G: nn.Module, D: nn.Module) -> list[Phase]:
+    """Adam optimizers with lazy-regularisation scaling and the phases Gmain, Greg, Dmain, Dreg.
+
+    With regularisation every k steps, lr and betas are scaled by ``ratio = k / (k + 1)`` (``beta ** ratio``)
+    so that the main+reg updates together match an unregularised schedule. A phase whose weight is 0
+    (``--gamma 0``, or ``pl_weight`` 0 for ``--cfg cifar``) is left out.
+    """
+    phases: list[Phase] = []
+    for name, module, lr, reg_interval, reg_on in [
+        ("G", G, o.glr, o.G_reg_interval, o.pl_weight > 0),
+        ("D", D, o.dlr, o.D_reg_interval, o.gamma > 0),
+    ]:
+        ratio = reg_interval / (reg_interval + 1)
+        betas = tuple(b**ratio for b in ADAM_BETAS)
+        opt = torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=betas, eps=ADAM_EPS)
+        phases.append(Phase(f"{name}main", module, opt, 1))
+        if reg_on:
+            phases.append(Phase(f"{name}reg", module, opt, reg_interval))
+    return phases
+
+
+def restore_from_checkpoint(ckpt: Any, o: TrainingOptions, G: nn.Module, D: nn.Module, G_ema: nn.Module,
+                            pipe: nn.Module | None, say: Any) -> ResumeData | None:
+    """Copy a checkpoint's weights into the new networks.
+
+    A native training snapshot continues the run (strict: same architecture; returns its
+    :class:`ResumeData`). Anything else (an upstream ``.pkl``, an exported checkpoint) is transfer
+    learning: tensors with matching names and shapes are copied and ``None`` is returned.
+    """
+    nets = ckpt.networks
+    if is_training_snapshot(ckpt):
+        for name, dst in (("G", G), ("D", D), ("G_ema", G_ema)):
+            copy_weights(nets[name], dst, strict=True, where=f"{ckpt.path}: {name}")
+        if pipe is not None and o.aug == "ada" and "augment_pipe" in nets:
+            pipe.p.copy_(nets["augment_pipe"].p.to(pipe.p.device))
+        return parse_resume_data(ckpt)
+    for name, dst in (("G", G), ("D", D), ("G_ema", G_ema)):
+        if name not in nets:
+            say(f"Resume: {ckpt.path} has no {name}; it starts from random weights")
+            continue
+        copied, skipped = copy_weights(nets[name], dst, strict=False, where=f"{ckpt.path}: {name}")
+        say(f"Resume (weights only): {name}: copied {copied} tensors" + (f", skipped {len(skipped)}: {skipped[:3]}" if skipped else ""))
+    return None
+
+
+def fetch_reals(data_iter: Iterator[Any], rounds: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``rounds`` minibatches of (images [B, C, H, W] float in [-1, 1], labels [B, c_dim]) on ``device``."""
+    out = []
+    for _ in range(rounds):
+        img, c = next(data_iter)
+        out.append((images_to_float(img, device), c.to(device, torch.float32, non_blocking=True)))
+    return out
+
+
+def draw_latents(rounds: int, batch_gpu: int, z_dim: int, labels: np.ndarray, rng: np.random.Generator,
+                 device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``rounds`` pairs (z [B, z_dim] ~ N(0, 1), c [B, c_dim] drawn from the training labels)."""
+    out = []
+    for _ in range(rounds):
+        z = torch.randn([batch_gpu, z_dim], device=device)
+        idx = rng.integers(0, len(labels), size=batch_gpu)
+        c = torch.from_numpy(labels[idx]).to(device)
+        out.append((z, c))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- one phase
+
+
+@torch.no_grad()
+def reduce_and_guard_gradients(module: nn.Module, info: dist.DistInfo, stats: StatsCollector) -> None:
+    """Average ``module``'s gradients across ranks and replace NaN by 0 and +-inf by +-1e5 (counted in
+    ``Progress/nonfinite_grads``)."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    flat = dist.all_reduce_gradients(params, info)  # [P] or None
+    if flat is None:
+        return
+    stats.report("Progress/nonfinite_grads", (~torch.isfinite(flat)).sum())
+    torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
+
+
+def run_phase(phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]], gens: list[tuple[torch.Tensor, torch.Tensor]],
+              loss: StyleGAN2Loss, ctx: TrainingContext, pm: Any, stats: StatsCollector,
+              info: dist.DistInfo) -> torch.Tensor:
+    """One phase over all accumulation rounds, then the optimizer step.
+
+    Each round's loss is ``(core loss + plugin terms) * interval / rounds``: the reg phases carry their
+    lazy interval as upstream, and rounds are averaged (so gradients do not depend on ``--batch-gpu``).
+    Returns ``[sum of sign(D(real)), count]`` (float64 [2], zeros outside Dmain) for the ADA controller.
+    """
+    from stylegan2_ada.plugins import call_loss_terms
+
+    rounds = len(reals)
+    gain = phase.interval / rounds
+    signal = torch.zeros(2, dtype=torch.float64, device=reals[0][0].device)
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    for (real_img, real_c), (gen_z, gen_c) in zip(reals, gens):
+        out = loss.compute(phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c)
+        total = out.loss  # [] mean over the round's examples
+        if pm is not None:
+            for name, term in call_loss_terms(pm, phase.name, ctx, out.data).items():
+                total = total + term
+                stats.report(name, term)
+        (total * gain).backward()
+        for name, value in out.stats.items():
+            stats.report(name, value)
+        signs = out.stats.get("Loss/signs/real")
+        if signs is not None:
+            signal[0] += signs.sum().double()
+            signal[1] += signs.numel()
+    reduce_and_guard_gradients(phase.module, info, stats)
+    if pm is not None:
+        pm.hook.gradient_transforms(phase=phase.name, context=ctx, module=phase.module)
+    phase.opt.step()
+    phase.module.requires_grad_(False)
+    return signal
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+class _Say:
+    """Print only on rank 0."""
+
+    def __init__(self, info: dist.DistInfo) -> None:
+        self.on = info.is_main
+
+    def __call__(self, *args: Any) -> None:
+        if self.on:
+            print(*args, flush=True)
+
+
+def _fmt_time(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {(s // 60) % 60:02d}m"
+    return f"{s // 86400}d {(s // 3600) % 24:02d}h"
+
+
+def progress_line(stats: dict[str, dict[str, float]]) -> str:
+    """The human-readable line printed each tick."""
+    def m(name: str, fmt: str = "{:.3f}") -> str:
+        return fmt.format(stats[name]["mean"]) if name in stats else "-"
+
+    parts = [
+        f"tick {int(stats['Progress/tick']['mean']):<5d}",
+        f"kimg {stats['Progress/kimg']['mean']:<9.3f}",
+        f"time {_fmt_time(stats['Timing/total_sec']['mean']):<9s}",
+        f"sec/tick {m('Timing/sec_per_tick', '{:<7.1f}')}",
+        f"sec/kimg {m('Timing/sec_per_kimg', '{:<8.2f}')}",
+        f"maint {m('Timing/maintenance_sec', '{:<5.1f}')}",
+        f"augment {m('Progress/augment', '{:.3f}')}",
+        f"G {m('Loss/G/loss')}",
+        f"D {m('Loss/D/loss')}",
+        f"r1 {m('Loss/r1_penalty', '{:.4f}')}",
+        f"pl {m('Loss/pl_penalty', '{:.4f}')}",
+        f"cpumem {m('Resources/cpu_mem_gb', '{:.2f}')}GB",
+        f"peak {m('Resources/peak_mem', '{:.2f}')}GB",
+    ]
+    extra = []
+    for k, v in stats.items():  # plugin loss terms: Loss/<plugin>/<term>, shown as <last part of plugin>/<term>
+        name = k.split("/")
+        if name[0] == "Loss" and len(name) == 3 and name[1] not in ("G", "D", "scores", "signs"):
+            extra.append(f"{name[1].rsplit('.', 1)[-1]}/{name[2]} {v['mean']:.4g}")
+    if stats.get("Progress/nonfinite_grads", {}).get("mean", 0) > 0:
+        extra.append(f"nonfinite_grads {stats['Progress/nonfinite_grads']['mean'] * stats['Progress/nonfinite_grads']['num']:.0f}")
+    return "  ".join(parts + extra)
+
+
+@dataclass
+class Run:
+    """Everything one process of a run holds, built by :func:`setup_run`."""
+
+    o: TrainingOptions
+    info: dist.DistInfo
+    device: torch.device
+    run_dir: Path | None
+    say: _Say
+    dataset: Any
+    labels: np.ndarray  # [len(dataset), c_dim]
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    pipe: nn.Module | None
+    loss: StyleGAN2Loss
+    phases: list[Phase]
+    optimizers: dict[str, torch.optim.Optimizer]
+    ada: Any  # AdaController | None
+    ada_acc: torch.Tensor  # float64 [2]: sum of sign(D(real)) and count since the last ADA update
+    pm: Any
+    ctx: TrainingContext
+    stats: StatsCollector
+    writer: StatsWriter | None
+    loop_rng: np.random.Generator
+    data_iter: Iterator[Any]
+    rounds: int  # accumulation rounds per step
+    state: TrainingState
+    resumed_from: str | None
+    grid_size: tuple[int, int] | None = None
+    grid_z: torch.Tensor | None = None  # [gw*gh, z_dim]
+    grid_c: torch.Tensor | None = None  # [gw*gh, c_dim]
+    start_time: float = field(default_factory=time.time)
+    snapshots: list[Path] = field(default_factory=list)
+    last_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def training_loop(o: TrainingOptions, *, pm: Any = None, dataset: Any = None, resume_ckpt: Any = None,
+                  stop_after_steps: int | None = None) -> TrainingResult:
+    """Train according to ``o`` (see :mod:`.options`); returns the final state and networks.
+
+    Args:
+        pm: pluggy PluginManager from :func:`stylegan2_ada.plugins.create_plugin_manager`, or ``None``.
+        dataset: an already opened dataset (train.py opens it to resolve the options), or ``None``.
+        resume_ckpt: a :class:`stylegan2_ada.checkpoint.Checkpoint` to continue from (native snapshot)
+            or take weights from (upstream ``.pkl``), or ``None``.
+        stop_after_steps: stop (without a final snapshot) after this many steps, for benchmarks;
+            ``None`` trains to ``o.kimg``.
+
+    In a ``torchrun`` job (``WORLD_SIZE`` > 1) every rank calls this; only rank 0 writes files.
+    """
+    info = dist.dist_info_from_env()
+    device = setup_device(o, info)
+    dist.init_distributed(info, device.type)
+    tee: LogTee | None = None
+    writer: StatsWriter | None = None
+    try:
+        run_dir = next_run_dir(o.outdir, o.desc) if info.is_main else None
+        if run_dir is not None:
+            tee = LogTee(run_dir / "log.txt").__enter__()
+        run = setup_run(o, info, device, run_dir, pm=pm, dataset=dataset, resume_ckpt=resume_ckpt)
+        writer = run.writer
+        main_loop(run, stop_after_steps)
+        run.say("Exiting...")
+        return TrainingResult(run_dir=run.run_dir, state=run.state, G=run.G, D=run.D, G_ema=run.G_ema,
+                              augment_pipe=run.pipe, snapshots=run.snapshots, last_stats=run.last_stats)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tee is not None:
+            tee.__exit__(None, None, None)
+        dist.shutdown_distributed(info)
+
+
+def setup_run(o: TrainingOptions, info: dist.DistInfo, device: torch.device, run_dir: Path | None, *, pm: Any,
+              dataset: Any, resume_ckpt: Any) -> Run:
+    """Data, networks, optimizers, resume, loader, plugins and the initial image grids."""
+    from stylegan2_ada.augment import AdaController
+    from stylegan2_ada.plugins import restore_plugin_states
+
+    say = _Say(info)
+    start_time = time.time()
+    loop_rng = seed_everything(o.seed * info.world_size + info.rank)
+    resumed_from = resume_ckpt.path if resume_ckpt is not None else None
+    if run_dir is not None:
+        say(f"Run directory: {run_dir}")
+        write_json_atomic(run_dir / "training_options.json", {
+            **o.to_dict(), "run_dir": str(run_dir), "world_size": info.world_size, "resumed_from": resumed_from,
+            "G_kwargs": o.generator_kwargs(), "D_kwargs": o.discriminator_kwargs()})
+
+    # Data.
+    if dataset is None:
+        dataset = open_dataset(o, pm)
+    labels = label_table(dataset, o.c_dim)  # [n, c_dim]
+    say(f"Dataset {getattr(dataset, 'name', o.data)!r}: {len(dataset)} items, "
+        f"[{o.img_channels}, {o.resolution}, {o.resolution}], c_dim {o.c_dim}")
+
+    # Networks, loss, optimizers; resume.
+    G, D, G_ema, pipe = build_networks(o, device)
+    resume: ResumeData | None = None
+    if resume_ckpt is not None:
+        say(f"Resuming from {resume_ckpt.path} ({resume_ckpt.format})")
+        resume = restore_from_checkpoint(resume_ckpt, o, G, D, G_ema, pipe, say)
+    for module in (G, D, G_ema) + ((pipe,) if pipe is not None else ()):
+        dist.broadcast_module(module, info)  # every rank starts from rank 0's weights
+    say(f"G: {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M parameters, "
+        f"D: {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M; device {device}; {info.world_size} process(es)")
+    loss = StyleGAN2Loss(G, D, pipe, r1_gamma=o.gamma, style_mixing_prob=o.style_mixing, pl_weight=o.pl_weight)
+    phases = build_phases(o, G, D)
+    optimizers = {"G": phases[0].opt, "D": next(p.opt for p in phases if p.name == "Dmain")}
+    ada = AdaController(target=o.target, interval=o.ada_interval, kimg=o.ada_kimg) if o.aug == "ada" else None
+    ada_acc = torch.zeros(2, dtype=torch.float64, device=device)
+    state = TrainingState()
+    if resume is not None:
+        state = resume.state
+        for name, opt in optimizers.items():
+            if name in resume.optimizer_states:
+                load_optimizer_state(opt, resume.optimizer_states[name], name)
+        if resume.pl_mean is not None:
+            loss.load_state_dict({"pl_mean": resume.pl_mean})
+        if ada is not None and resume.ada_state:
+            ada.load_state_dict(resume.ada_state)
+            ada.kimg, ada.target = o.ada_kimg, o.target  # the current options win
+            pending = resume.ada_state.get("pending")
+            if pending and info.is_main:  # the saved sum is already reduced over ranks
+                ada_acc.copy_(torch.tensor(pending, dtype=torch.float64))
+        say(f"Resumed at {state.cur_nimg / 1000:g} kimg (tick {state.cur_tick}), augment p "
+            f"{float(pipe.p) if pipe is not None else 0:.4f}")
+
+    # Loader: per-rank shard, resumable position.
+    per_rank_batch = o.batch // info.world_size
+    sampler = InfiniteSampler(len(dataset), rank=info.rank, world_size=info.world_size, shuffle=True, seed=o.seed,
+                              start=state.sampler_position)
+    loader = make_loader(dataset, sampler, o.batch_gpu, o.workers, pin_memory=device.type == "cuda",
+                         seed=o.seed * info.world_size + info.rank)
+
+    # Plugins.
+    ctx = TrainingContext(G=G, D=D, G_ema=G_ema, augment_pipe=pipe, dataset=dataset, device=device,
+                          run_dir=str(run_dir) if run_dir is not None else None, options=o.context_options(),
+                          rank=info.rank, world_size=info.world_size, cur_nimg=state.cur_nimg, batch_size=o.batch)
+    if pm is not None:
+        pm.hook.training_setup(context=ctx)
+        if resume is not None and resume.plugin_states:
+            unclaimed = restore_plugin_states(pm, ctx, resume.plugin_states)
+            if unclaimed:
+                warnings.warn(f"the snapshot holds state of plugins not enabled now: {', '.join(unclaimed)}", stacklevel=2)
+
+    run = Run(o=o, info=info, device=device, run_dir=run_dir, say=say, dataset=dataset, labels=labels, G=G, D=D,
+              G_ema=G_ema, pipe=pipe, loss=loss, phases=phases, optimizers=optimizers, ada=ada, ada_acc=ada_acc, pm=pm,
+              ctx=ctx, stats=StatsCollector(device), writer=StatsWriter(run_dir) if run_dir is not None else None,
+              loop_rng=loop_rng, data_iter=iter(loader), rounds=per_rank_batch // o.batch_gpu, state=state,
+              resumed_from=resumed_from, start_time=start_time)
+
+    # Image grids (their own fixed random draws; the training RNG is untouched).
+    if run_dir is not None:
+        run.grid_size, grid_idx, grid_labels = select_grid(dataset, labels if o.c_dim else None, o.resolution, seed=o.seed)
+        save_image_grid(real_grid_images(dataset, grid_idx), run_dir / "reals.png", run.grid_size, drange=(0, 255))
+        run.grid_z = torch.randn([len(grid_idx), o.z_dim], generator=torch.Generator().manual_seed(o.seed)).to(device)
+        run.grid_c = torch.from_numpy(grid_labels).to(device)
+        save_image_grid(generate_grid_images(G_ema, run.grid_z, run.grid_c), run_dir / "fakes_init.png", run.grid_size)
+
+    # Random state last, so that a resumed run continues the very same random stream.
+    if resume is not None:
+        if len(resume.rng_states) == info.world_size:
+            restore_rng(resume.rng_states[info.rank], device, run.loop_rng)
+        else:
+            say(f"Note: the snapshot was written by {len(resume.rng_states)} process(es); reseeding the random state")
+            run.loop_rng = seed_everything(o.seed * info.world_size + info.rank + 1_000_003 * state.batch_idx)
+    return run
+
+
+def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
+    """Steps until ``o.kimg`` thousand images have been shown (or ``stop_after_steps``), with ticks."""
+    o, state = run.o, run.state
+    total_nimg = int(round(o.kimg * 1000))
+    tick_nimg = max(int(round(o.tick * 1000)), 1)
+    run.say(f"Training for {o.kimg:g} kimg: batch {o.batch} = {run.info.world_size} process(es) x {run.rounds} "
+            f"round(s) x {o.batch_gpu}; tick {o.tick:g} kimg; snapshot every {o.snap} tick(s)")
+    tick_start_time = time.time()
+    maintenance_sec = tick_start_time - run.start_time
+    steps = 0
+    while True:
+        training_step(run)
+        steps += 1
+        if stop_after_steps is not None and steps >= stop_after_steps:
+            return
+        done = state.cur_nimg >= total_nimg
+        if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
+            continue
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        tick_end_time = time.time()
+        report_tick(run, tick_start_time, tick_end_time, maintenance_sec)
+        end_of_tick(run, done)
+        state.cur_tick += 1
+        state.tick_start_nimg = state.cur_nimg
+        tick_start_time = time.time()
+        maintenance_sec = tick_start_time - tick_end_time
+        if done:
+            return
+
+
+def training_step(run: Run) -> None:
+    """One step: R rounds of reals; each due phase with its own latents; EMA; ADA; counters."""
+    o, state, info = run.o, run.state, run.info
+    reals = fetch_reals(run.data_iter, run.rounds, run.device)
+    for phase in run.phases:
+        if state.batch_idx % phase.interval != 0:
+            continue
+        gens = draw_latents(run.rounds, o.batch_gpu, o.z_dim, run.labels, run.loop_rng, run.device)
+        run.ada_acc += run_phase(phase, reals, gens, run.loss, run.ctx, run.pm, run.stats, info)
+    update_ema(run.G_ema, run.G, ema_beta(o.batch, state.cur_nimg, o.ema_kimg, o.ema_rampup))
+    if run.ada is not None and state.batch_idx % o.ada_interval == 0:
+        dist.all_reduce_sum(run.ada_acc, info)
+        if float(run.ada_acc[1]) > 0:
+            run.ada.update(run.pipe, float(run.ada_acc[0] / run.ada_acc[1]), o.batch)
+        run.ada_acc.zero_()
+    state.cur_nimg += o.batch
+    state.batch_idx += 1
+    state.sampler_position += o.batch // info.world_size
+    run.ctx.cur_nimg = state.cur_nimg
+
+
+def report_tick(run: Run, tick_start_time: float, tick_end_time: float, maintenance_sec: float) -> None:
+    """Reduce the tick's statistics over ranks, add progress/timing/resources; rank 0 prints and writes."""
+    from stylegan2_ada.plugins import collect_tick_statistics
+
+    state = run.state
+    if run.pm is not None:
+        for name, value in collect_tick_statistics(run.pm, run.ctx).items():
+            run.stats.report(name, value)
+    stats = run.stats.reduce(run.info)
+    kimg = state.cur_nimg / 1000
+    tick_kimg = (state.cur_nimg - state.tick_start_nimg) / 1000
+    cur_mem, peak_cpu = cpu_memory_gb()
+    stats.update({
+        "Progress/tick": scalar_stat(state.cur_tick),
+        "Progress/kimg": scalar_stat(kimg),
+        "Progress/augment": scalar_stat(float(run.pipe.p) if run.pipe is not None else 0.0),
+        "Timing/total_sec": scalar_stat(tick_end_time - run.start_time),
+        "Timing/sec_per_tick": scalar_stat(tick_end_time - tick_start_time),
+        "Timing/sec_per_kimg": scalar_stat((tick_end_time - tick_start_time) / max(tick_kimg, 1e-9)),
+        "Timing/maintenance_sec": scalar_stat(maintenance_sec),
+        "Resources/cpu_mem_gb": scalar_stat(cur_mem),
+    })
+    if run.device.type == "cuda":
+        peak_gpu = torch.cuda.max_memory_allocated(run.device) / 2**30
+        torch.cuda.reset_peak_memory_stats(run.device)
+        stats["Resources/peak_gpu_mem_gb"] = scalar_stat(peak_gpu)
+        stats["Resources/peak_mem"] = scalar_stat(peak_gpu)
+    else:
+        stats["Resources/peak_mem"] = scalar_stat(peak_cpu)
+    stats = dict(sorted(stats.items()))
+    run.last_stats = stats
+    run.say(progress_line(stats))
+    if run.writer is not None:
+        run.writer.write(stats, global_kimg=kimg, timestamp=tick_end_time)
+
+
+def end_of_tick(run: Run, done: bool) -> None:
+    """Every ``snap`` ticks (and at the end): image grid ``fakesNNNNNN.png`` and a snapshot.
+
+    Also averages G's and G_ema's float buffers over ranks (``mapping.w_avg`` moves with each rank's own
+    ws) and, before a snapshot, checks that the ranks' weights agree.
+    """
+    from stylegan2_ada.plugins import plugin_states
+
+    o, state, info = run.o, run.state, run.info
+    dist.average_float_buffers(run.G, info)
+    dist.average_float_buffers(run.G_ema, info)
+    if not (done or state.cur_tick % o.snap == 0):
+        return
+    label = kimg_label(state.cur_nimg, o.tick)
+    if run.run_dir is not None and snapshot_path(run.run_dir, label).exists():
+        label = kimg_label(state.cur_nimg, 0.0)  # e.g. the final tick within the same kimg: keep both files
+    if run.run_dir is not None:
+        images = generate_grid_images(run.G_ema, run.grid_z, run.grid_c)
+        save_image_grid(images, run.run_dir / f"fakes{label}.png", run.grid_size)
+    # Collectives first (every rank), then rank 0 writes.
+    rng_states = dist.all_gather_objects(capture_rng(run.device, run.loop_rng), info)
+    ada_pending = dist.all_reduce_sum(run.ada_acc.clone(), info).tolist()
+    dist.check_consistency([("G", run.G), ("D", run.D), ("G_ema", run.G_ema)], info)
+    pstates = plugin_states(run.pm, run.ctx) if run.pm is not None else {}
+    if run.run_dir is None:
+        return
+    next_state = TrainingState(cur_nimg=state.cur_nimg, cur_tick=state.cur_tick + 1, batch_idx=state.batch_idx,
+                               tick_start_nimg=state.cur_nimg, sampler_position=state.sampler_position)
+    ada_state = {**run.ada.state_dict(), "pending": ada_pending} if run.ada is not None else None
+    path = snapshot_path(run.run_dir, label)
+    save_snapshot(path, G=run.G, D=run.D, G_ema=run.G_ema, augment_pipe=run.pipe, optimizers=run.optimizers,
+                  pl_mean=run.loss.pl_mean, state=next_state, rng_states=rng_states, ada_state=ada_state,
+                  plugin_states=pstates, training_options=o.to_dict(), resumed_from=run.resumed_from,
+                  class_names=getattr(run.dataset, "class_names", None))
+    run.snapshots.append(path)
+    run.say(f"Saved {path.name}")

@@ -1,0 +1,68 @@
+"""Two CPU processes with gloo (the torchrun set-up): ranks stay in sync, statistics are reduced across
+ranks, and only rank 0 writes files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from sg2_training_support.data import TESTS_DIR, make_shapes, tiny_args
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, args: list[str], out: str) -> None:
+    # What torchrun sets for each process.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    from stylegan2_ada.training import cli
+
+    result = cli.main(args, standalone_mode=False)
+    tensors = {f"{name}.{k}": v.detach().clone() for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
+               for k, v in net.state_dict().items()}
+    tensors["augment_p"] = result.augment_pipe.p.detach().clone()
+    torch.save({"tensors": tensors, "run_dir": str(result.run_dir) if result.run_dir else None,
+                "cur_nimg": result.state.cur_nimg}, os.path.join(out, f"rank{rank}.pt"))
+
+
+def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    data = make_shapes(tmp_path / "shapes", n=8)
+    outdir = tmp_path / "runs"
+    # 8 images per step = 2 ranks x 2 rounds x 2 (gradient accumulation too); 5 steps (ADA updates at 0 and 4).
+    args = tiny_args(outdir, data, "--cond=1", "--gpus", "2", "--batch", "8", "--batch-gpu", "2", "--mbstd-group", "2",
+                     "--aug", "ada", "--ada-kimg", "0.05", "--target", "0", "--dlr", "0.02", kimg=0.04, tick=0.016)
+    mp.spawn(_worker, args=(_free_port(), args, str(tmp_path)), nprocs=WORLD, join=True)
+
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["run_dir"] is not None and r1["run_dir"] is None  # only rank 0 has a run folder
+    assert r0["cur_nimg"] == r1["cur_nimg"] == 40
+    assert len(list(outdir.iterdir())) == 1
+    assert r0["tensors"].keys() == r1["tensors"].keys()
+    for k, v in r0["tensors"].items():
+        torch.testing.assert_close(v, r1["tensors"][k], rtol=0, atol=0, msg=k)  # identical on both ranks
+    assert float(r0["tensors"]["augment_p"]) > 0  # ADA moved p, identically on both ranks
+
+    run_dir = Path(r0["run_dir"])
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    # Tick 0 is one step: 8 real images over both ranks (each rank reports its own 4).
+    assert stats[0]["Loss/scores/real"]["num"] == 8
+    assert [s["Progress/kimg"]["mean"] for s in stats] == [0.008, 0.024, 0.04]
+    opts = json.loads((run_dir / "training_options.json").read_text())
+    assert opts["world_size"] == 2 and opts["gpus"] == 2
+    assert sorted(p.name for p in run_dir.glob("network-snapshot-*")) == [
+        "network-snapshot-000000.008.safetensors", "network-snapshot-000000.024.safetensors",
+        "network-snapshot-000000.040.safetensors"]
