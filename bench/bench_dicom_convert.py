@@ -3,12 +3,20 @@
 Generates COUNT synthetic radiographs (default 256 files of 2000 x 2000, 12 bits stored in 16, uncompressed,
 MONOCHROME1 with a window) into a temp folder (or --workdir), then measures, on the same files:
 
-* bare decode: ``pydicom.dcmread(f).pixel_array`` in one process (files/s);
-* our conversion in one process (``--workers 0``): the apples-to-apples overhead over bare decoding;
+* bare decode: ``pydicom.dcmread(f).pixel_array`` in one process (files/s), wall and CPU time;
+* our conversion in one process (``--workers 0``): the apples-to-apples overhead over bare decoding,
+  wall and CPU time (CPU time is less sensitive to other jobs on the machine);
+* where our time goes, per file: reading the data set, checks + pixel view, rendering (grey levels,
+  box stage, Lanczos), PNG encoding, atomic write;
 * our conversion command with 1 and 2 worker processes: wall time including the pool start-up, the
   steady-state rate between the first and the last finished file, and the CPU time per file inside the
   workers (equal for 1 and 2 workers = the work scales linearly; wall-clock scaling then only depends on
   free cores) -> scaling.
+
+This process gets the conversion workers' set-up (``worker_init``: glibc malloc thresholds, one BLAS
+thread) before anything is measured, so in-process bare decoding and our conversion run under the same
+allocator settings: without it, bare decoding alone varies 3-4x with the allocator's state (page faults
+on every fresh 8 MB buffer).
 
 Prints a table. Example: ``python bench/bench_dicom_convert.py --count 64``.
 """
@@ -37,7 +45,9 @@ from data_processing.convert import (  # noqa: E402
     run_render_tasks,
     worker_init,
 )
-from data_processing.render import RenderOptions  # noqa: E402
+from data_processing.pngio import deflate_backend, encode_png, write_atomic  # noqa: E402
+from data_processing.reader import decode_stored, inspect_image, read_dataset  # noqa: E402
+from data_processing.render import RenderOptions, render_dicom  # noqa: E402
 
 
 def synthetic_film(size: int, seed: int) -> np.ndarray:
@@ -76,11 +86,12 @@ def write_files(folder: str, count: int, size: int, transfer_syntax: str) -> lis
     return paths
 
 
-def bare_decode(paths: list[str]) -> float:
-    t0 = time.perf_counter()
+def bare_decode(paths: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of ``dcmread(f).pixel_array`` over ``paths``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for p in paths:
         _ = pydicom.dcmread(p).pixel_array  # the bare decode being measured
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _bare_one(path: str) -> int:
@@ -101,14 +112,42 @@ def bare_decode_parallel(paths: list[str], workers: int) -> float:
         return time.perf_counter() - t0
 
 
-def ours_in_process(paths: list[str], outdir: str, options: RenderOptions) -> float:
+def ours_in_process(paths: list[str], outdir: str, options: RenderOptions) -> tuple[float, float]:
+    """(wall s, CPU s) of ``render_task`` (render + PNG write) over ``paths``, in this process."""
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.makedirs(outdir)
     tasks = [(p, os.path.join(outdir, os.path.basename(p) + ".png"), options) for p in paths]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for task in tasks:
         _, meta, code, reason = render_task(task)
         if meta is None:
             raise RuntimeError(reason)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+STAGES = ("read data set (dcmread)", "checks + pixel view", "render (grey, box, Lanczos)", "PNG encode", "PNG write")
+
+
+def stage_times(paths: list[str], outdir: str, options: RenderOptions) -> list[float]:
+    """CPU seconds per file of each of :data:`STAGES` (the steps of ``render_task``, timed one by one)."""
+    os.makedirs(outdir, exist_ok=True)
+    totals = [0.0] * len(STAGES)
+    for p in paths:
+        c = [time.process_time()]
+        ds = read_dataset(p)
+        c.append(time.process_time())
+        decode_stored(ds, inspect_image(ds, p), p)  # what render_dicom does first (timed again inside it)
+        c.append(time.process_time())
+        image = render_dicom(ds, options).image
+        c.append(time.process_time())
+        data = encode_png(image)
+        c.append(time.process_time())
+        write_atomic(os.path.join(outdir, os.path.basename(p) + ".png"), lambda fh, data=data: fh.write(data))
+        c.append(time.process_time())
+        for i in range(len(STAGES)):
+            totals[i] += c[i + 1] - c[i]
+    totals[2] -= totals[1]  # render_dicom(ds) repeats the checks and the pixel view: count them once
+    return [t / len(paths) for t in totals]
 
 
 def ours_command(src: str, outdir: str, options: RenderOptions, workers: int) -> float:
@@ -157,6 +196,7 @@ def main() -> None:
             f"wrote {len(paths)} DICOMs ({args.size}x{args.size}, 12-bit, {args.transfer_syntax}, {mb:.0f} MiB) "
             f"in {time.perf_counter() - t0:.1f} s; cpus={os.cpu_count()}"
         )
+        worker_init()  # the workers' allocator and BLAS settings, for bare decoding and ours alike
         bare_decode(paths[:8])  # warm caches/imports
         options = RenderOptions(resolution=args.resolution)
         n = len(paths)
@@ -168,33 +208,42 @@ def main() -> None:
             results = [fn(*a) for _ in range(args.repeats)]
             return min(r[0] for r in results), min(r[1] for r in results)
 
-        bare = best(bare_decode, paths)
+        bare = best_pair(bare_decode, paths)
+        ours0 = best_pair(ours_in_process, paths, os.path.join(work, "png_inproc"), options)
+        stages = [
+            min(v)
+            for v in zip(*(stage_times(paths, os.path.join(work, "png_stages"), options) for _ in range(args.repeats)))
+        ]
         bare2 = best(bare_decode_parallel, paths, 2)
-        ours0 = best(ours_in_process, paths, os.path.join(work, "png_inproc"), options)
         wall = {w: best(ours_command, src, os.path.join(work, f"png_cmd{w}"), options, w) for w in (1, 2)}
         for w in (1, 2):
             shutil.rmtree(os.path.join(work, f"png_cmd{w}"), ignore_errors=True)
         pool = {w: best_pair(ours_pool, paths, os.path.join(work, f"png_pool{w}"), options, w) for w in (1, 2)}
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-        print(f"\n{'measurement':<52}{'files/s':>10}{'ms/file':>10}")
+        print(f"\n{'measurement':<52}{'files/s':>10}{'ms/file':>10}{'CPU ms':>10}")
 
-        def line(label: str, seconds_per_file: float) -> None:
-            print(f"{label:<52}{1 / seconds_per_file:>10.1f}{1000 * seconds_per_file:>10.2f}")
+        def line(label: str, seconds_per_file: float, cpu_per_file: float | None = None) -> None:
+            cpu = f"{1000 * cpu_per_file:>10.2f}" if cpu_per_file is not None else ""
+            print(f"{label:<52}{1 / seconds_per_file:>10.1f}{1000 * seconds_per_file:>10.2f}{cpu}")
 
-        line("bare dcmread().pixel_array, 1 process", bare / n)
+        line("bare dcmread().pixel_array, 1 process", bare[0] / n, bare[1] / n)
         line("bare dcmread().pixel_array, 2 processes", bare2 / n)
-        line("ours, in-process (render + PNG write)", ours0 / n)
+        line("ours, in-process (render + PNG write)", ours0[0] / n, ours0[1] / n)
         for w in (1, 2):
             line(f"ours, convert --workers {w} (wall, incl. start-up)", wall[w] / n)
-            line(f"ours, --workers {w} steady state", pool[w][0])
+            line(f"ours, --workers {w} steady state", pool[w][0], pool[w][1])
+        print(f"\nwhere our time goes (CPU ms per file, in-process; PNG deflate: {deflate_backend()}):")
+        for label, seconds in zip(STAGES, stages):
+            print(f"  {label:<50}{1000 * seconds:>10.2f}")
+        print(f"  {'total':<50}{1000 * sum(stages):>10.2f}")
         print(
-            f"{'ours, CPU ms per file inside the workers (1 / 2)':<52}{1000 * pool[1][1]:>10.2f}{1000 * pool[2][1]:>10.2f}"
+            f"\noverhead over bare decoding (in-process, per file): {100 * (ours0[0] / bare[0] - 1):+.0f}% wall, "
+            f"{100 * (ours0[1] / bare[1] - 1):+.0f}% CPU"
         )
-        print(f"\noverhead over bare decoding (in-process, per file): {100 * (ours0 / bare - 1):+.0f}%")
         print(
             f"scaling 1 -> 2 workers: {wall[1] / wall[2]:.2f}x wall, {pool[1][0] / pool[2][0]:.2f}x steady state; "
-            f"bare decoding scales {bare / bare2:.2f}x here; worker CPU per file 2 vs 1 worker: "
+            f"bare decoding scales {bare[0] / bare2:.2f}x here; worker CPU per file 2 vs 1 worker: "
             f"{pool[2][1] / pool[1][1]:.2f}x (1.00 = no contention inside our design); "
             f"1-min load average {load:.1f} on {os.cpu_count()} CPUs"
         )

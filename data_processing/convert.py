@@ -230,12 +230,22 @@ def run_render_tasks(
 
 
 def worker_init() -> None:
-    """Initialise a conversion worker process: keep freed large buffers instead of unmapping them.
+    """Initialise a conversion worker process: one BLAS thread, and keep freed large buffers.
 
-    glibc returns big freed blocks to the OS, so a fresh process pays ~2000 page faults (several ms)
-    per 8 MB DICOM it reads; raising the mmap/trim thresholds (as a long-running process ends up doing
-    by itself) removes that cost. No effect where glibc's ``mallopt`` is unavailable.
+    * Each worker renders one file at a time on one core, so its BLAS (the Lanczos stage's small
+      matrix products) gets one thread: N workers then use N cores, without BLAS thread pools
+      competing for them (``threadpoolctl``, where installed; the products are also kept small enough
+      for OpenBLAS to run them on the calling thread anyway).
+    * glibc returns big freed blocks to the OS, so a fresh process pays ~2000 page faults (several ms)
+      per 8 MB DICOM it reads; raising the mmap/trim thresholds (as a long-running process ends up
+      doing by itself) removes that cost. No effect where glibc's ``mallopt`` is unavailable.
     """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - an optional helper (installed with scikit-learn)
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        threadpool_limits(limits=1, user_api="blas")  # stays in force for the life of the worker
     if not sys.platform.startswith("linux"):
         return
     try:

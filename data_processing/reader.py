@@ -97,6 +97,8 @@ class StoredPixels:
     bits_stored: int
     signed: bool
     needs_bit_fix: bool
+    _min: int | None = field(default=None, repr=False)  # cached value_min(), when already known
+    _max: int | None = field(default=None, repr=False)  # cached value_max()
 
     def fix_strip(self, strip: np.ndarray) -> np.ndarray:
         """Stored values of ``strip`` (rows of :attr:`array`) with the unused high bits corrected."""
@@ -112,6 +114,18 @@ class StoredPixels:
     def corrected(self) -> np.ndarray:
         """The whole array with the unused bits corrected (a new array when a fix was needed)."""
         return self.fix_strip(self.array) if self.needs_bit_fix else self.array
+
+    def value_min(self) -> int:
+        """The smallest (corrected) stored value; computed once (one pass over the pixels)."""
+        if self._min is None:
+            self._min = int(self.corrected().min())
+        return self._min
+
+    def value_max(self) -> int:
+        """The largest (corrected) stored value; computed once."""
+        if self._max is None:
+            self._max = int(self.corrected().max())
+        return self._max
 
 
 def describe_source(path: str | os.PathLike[str] | None) -> str:
@@ -351,16 +365,21 @@ def decode_stored(ds: Dataset, info: ImageInfo, path: str | os.PathLike[str] | N
     """
     where = describe_source(path)
     index = 0 if info.frames > 1 else None
+    known: tuple[int | None, int | None] = (None, None)  # (min, max) of the stored values, where computed
+    fix = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if info.plugin == NATIVE and info.transfer_syntax in _LITTLE_ENDIAN_NATIVE and info.is_grey:
-                arr = _pixel_array(ds, index=index, view_only=True, correct_unused_bits=False)
+                arr = _native_view(ds, info, where)
                 # unused high bits only need clearing when some value lies outside the Bits Stored range
                 # (one fast min/max pass instead of a mask over every strip)
-                fix = info.bits_stored < info.bits_allocated and bool(
-                    arr.max() > info.stored_max or (info.signed and arr.min() < info.stored_min)
-                )
+                if info.bits_stored < info.bits_allocated:
+                    raw_min = int(arr.min()) if info.signed else None
+                    raw_max = int(arr.max())
+                    fix = raw_max > info.stored_max or (raw_min is not None and raw_min < info.stored_min)
+                    if not fix:  # the range of the values is known now: the renderer may reuse it
+                        known = (raw_min, raw_max)
             else:
                 plugin = "" if info.plugin == NATIVE else info.plugin
                 arr = _pixel_array(ds, index=index, decoding_plugin=plugin)
@@ -376,7 +395,31 @@ def decode_stored(ds: Dataset, info: ImageInfo, path: str | os.PathLike[str] | N
         raise CorruptPixelDataError(
             where, f"decoded pixel data has shape {arr.shape}, but Rows/Columns/Samples say {expected}"
         )
-    return StoredPixels(array=arr, bits_stored=info.bits_stored, signed=info.signed, needs_bit_fix=fix)
+    return StoredPixels(
+        array=arr, bits_stored=info.bits_stored, signed=info.signed, needs_bit_fix=fix, _min=known[0], _max=known[1]
+    )
+
+
+def _native_view(ds: Dataset, info: ImageInfo, where: str) -> np.ndarray:
+    """Read-only view [H, W] of the first frame of little-endian uncompressed greyscale Pixel Data.
+
+    What pydicom's ``pixel_array(view_only=True)`` returns for these files, without its per-call
+    decoder set-up: the Image Pixel attributes were validated by :func:`inspect_image`; here the
+    length is checked (too short: :class:`TruncatedPixelDataError`, as pydicom words it; longer, e.g.
+    a trailing padding byte: ignored).
+    """
+    data = ds.PixelData
+    itemsize = info.bits_allocated // 8
+    expected = info.rows * info.columns * itemsize * info.frames
+    if len(data) < expected:
+        raise TruncatedPixelDataError(
+            where,
+            f"has truncated pixel data: The number of bytes of pixel data is less than expected ({len(data)} vs "
+            f"{expected} bytes) - the dataset may be corrupted, have an invalid group 0028 element value, or the "
+            "transfer syntax may be incorrect (an incomplete copy or transfer?)",
+        )
+    dtype = np.dtype(f"<{'i' if info.signed else 'u'}{itemsize}")
+    return np.frombuffer(data, dtype=dtype, count=info.rows * info.columns).reshape(info.rows, info.columns)
 
 
 def _classify_decode_error(where: str, info: ImageInfo, exc: Exception) -> DicomInputError:

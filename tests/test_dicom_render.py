@@ -325,3 +325,136 @@ def test_input_dataset_object_is_accepted() -> None:
     ds = pydicom.dcmread(cspine_cr(1))
     from_dataset = render_dicom(ds, RenderOptions(resolution=16))
     assert np.array_equal(from_dataset.image, render_dicom(cspine_cr(1), RenderOptions(resolution=16)).image)
+
+
+def _window_reference(m: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """LINEAR (PS3.3 C.11.2.1.2.1) or LINEAR_EXACT window of modality values, float64 in [0, 1]."""
+    if function == "LINEAR":
+        return linear_window(m, center, width)
+    return np.clip((np.asarray(m, np.float64) - center) / width + 0.5, 0.0, 1.0)
+
+
+# (pixels, make_dicom keywords, window function, padding range or None, integer box path expected)
+_rng = np.random.default_rng(7)
+_noise12 = np.clip(ramp(150, 110, 0, 4095).astype(int) + _rng.integers(-400, 400, (150, 110)), 0, 4095)
+_WINDOW_CASES = {
+    "12-bit, half-integer edges": (
+        _noise12.astype(np.uint16),
+        dict(bits_stored=12, window=(2048, 1201)),
+        "LINEAR",
+        None,
+        True,
+    ),
+    "MONOCHROME1 + padding value": (
+        np.where(np.arange(150)[:, None] < 12, 0, _noise12).astype(np.uint16),
+        dict(bits_stored=12, window=(1500.25, 900.5), photometric="MONOCHROME1", padding=0),
+        "LINEAR",
+        (0, 0),
+        True,
+    ),
+    "signed 16-bit, rescale, quarter edges (float path)": (
+        ramp(150, 110, -30000, 30000, np.int16) + _rng.integers(-50, 50, (150, 110)).astype(np.int16),
+        dict(window=(500, 2001), rescale=(2.0, -100.0)),
+        "LINEAR",
+        None,
+        False,
+    ),
+    "signed 16-bit, rescale, quarter low edge corrected": (
+        ramp(150, 110, -30000, 30000, np.int16) + _rng.integers(-50, 50, (150, 110)).astype(np.int16),
+        dict(window=(30000, 120001), voi_function="LINEAR_EXACT", rescale=(2.0, -100.0)),
+        "LINEAR_EXACT",
+        None,
+        True,
+    ),
+    "LINEAR_EXACT, slope 0.7, padding range (float path)": (
+        np.where(np.arange(110)[None, :] > 100, 4093, _noise12).astype(np.uint16),
+        dict(
+            bits_stored=12,
+            window=(1000.3, 700.6),
+            voi_function="LINEAR_EXACT",
+            rescale=(0.7, 5.0),
+            padding=(4090, 4095),
+        ),
+        "LINEAR_EXACT",
+        (4090, 4095),
+        False,
+    ),
+    "LINEAR_EXACT, slope 0.7, fractional low edge corrected, padding range": (
+        np.where(np.arange(110)[None, :] > 100, 4093, _noise12).astype(np.uint16),
+        dict(
+            bits_stored=12,
+            window=(3000.3, 4000.6),
+            voi_function="LINEAR_EXACT",
+            rescale=(0.7, 5.0),
+            padding=(4090, 4095),
+        ),
+        "LINEAR_EXACT",
+        (4090, 4095),
+        True,
+    ),
+    "16-bit full range, 32-bit sums": (ramp(150, 110, 0, 65535), dict(window=(30000, 40000)), "LINEAR", None, True),
+    "8-bit": (ramp(150, 110, 0, 255).astype(np.uint8), dict(window=(100, 51)), "LINEAR", None, True),
+    "signed 12-bit, negative padding, MONOCHROME1": (
+        np.where(np.arange(150)[:, None] > 140, -2048, _noise12 - 2048).astype(np.int16),
+        dict(bits_stored=12, window=(-100.5, 1500), padding=-2048, photometric="MONOCHROME1"),
+        "LINEAR",
+        (-2048, -2048),
+        True,
+    ),
+    "window wider than the stored range, padding (float path)": (
+        np.where(np.arange(150)[:, None] < 12, 0, _noise12).astype(np.uint16),
+        dict(bits_stored=12, window=(2048, 10001), padding=0),
+        "LINEAR",
+        (0, 0),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_WINDOW_CASES))
+def test_integer_window_path_matches_full_resolution_float_reference(case, tmp_path, monkeypatch) -> None:
+    """The exact integer clip + box-sum path equals the float64 window at full resolution, then resized."""
+    from data_processing import render as render_module
+
+    x, kw, function, padding, integer_expected = _WINDOW_CASES[case]
+    used: list = []
+    real = render_module._integer_window
+    monkeypatch.setattr(render_module, "_integer_window", lambda *a: used.append(real(*a)) or used[-1])
+    path = make_dicom(tmp_path / "w.dcm", x, **kw)
+    slope, intercept = kw.get("rescale", (1.0, 0.0))
+    center, width = kw["window"]
+    expected = _window_reference(slope * x.astype(np.float64) + intercept, center, width, function)
+    if kw.get("photometric") == "MONOCHROME1":
+        expected = 1.0 - expected
+    if padding is not None:
+        expected[(x >= padding[0]) & (x <= padding[1])] = 0.0
+    for resolution, crop in ((None, "pad"), (32, "pad"), (16, "pad"), (8, "pad"), (16, "center")):
+        result = render_dicom(path, RenderOptions(resolution=resolution, crop=crop))  # type: ignore[arg-type]
+        reference = expected if resolution is None else resized_reference(expected, resolution, crop)
+        assert np.abs(result.display - reference).max() < 2e-5, (case, resolution, crop)
+        if padding is not None and resolution is None:
+            assert np.all(result.display[(x >= padding[0]) & (x <= padding[1])] == 0.0)
+    assert used and all((u is not None) == integer_expected for u in used), case
+
+
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "zlib"])
+def test_png_deflate_backends_round_trip(isal: bool, tmp_path, monkeypatch) -> None:
+    """PNGs decode to the same pixels whichever deflate backend (ISA-L or zlib, Z_RLE at level 1) wrote them."""
+    import io
+
+    from PIL import Image
+
+    from data_processing import pngio
+
+    if isal and pngio._isal_zlib is None:
+        pytest.skip("the optional isal package is not installed")
+    if not isal:
+        monkeypatch.setattr(pngio, "_isal_zlib", None)
+    rng = np.random.default_rng(5)
+    for image in (rng.integers(0, 256, (33, 40)).astype(np.uint8), ramp(40, 33, 0, 65535)):
+        image[:5] = 0  # a black padding bar (long runs)
+        for level in (1, 6):
+            data = pngio.encode_png(image, level)
+            with Image.open(io.BytesIO(data)) as im:
+                assert np.array_equal(np.asarray(im).astype(image.dtype), image), (image.dtype, level)
+    assert pngio.deflate_backend(1) == ("isal" if isal else "zlib (Z_RLE)")
