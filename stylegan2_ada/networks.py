@@ -44,6 +44,28 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+def _activation_memory_format(fp16_channels_last: bool, fp16: bool, device: torch.device) -> torch.memory_format:
+    """NHWC (channels_last) where it is faster: on CPU for inference (oneDNN's transposed convolution runs
+    several times faster on NHWC; measured 7 % faster generation overall, but 15 % slower training steps,
+    so not when gradients are recorded), and on CUDA for float16 blocks when asked."""
+    if (device.type == "cpu" and not torch.is_grad_enabled()) or (fp16_channels_last and fp16):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _to_activation(x: torch.Tensor, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
+    """Cast to ``dtype`` and lay out as ``memory_format``. Layout changes speed only, never values, so
+    where it cannot be set (per-example tensors inside ``torch.func`` transforms such as ``vmap`` are not
+    plain 4-D tensors) it is left as it is."""
+    x = x.to(dtype=dtype)
+    if memory_format == torch.contiguous_format:
+        return x
+    try:
+        return x.contiguous(memory_format=memory_format)  # no copy when already laid out so
+    except RuntimeError:  # under vmap: "required rank 4 tensor to use channels_last format" and kin
+        return x
+
+
 def _use_fp16(enabled: bool, force_fp32: bool, device: torch.device) -> bool:
     """float16 only where requested, not forced off, and on CUDA (CPU kernels for half are slow or missing)."""
     return enabled and not force_fp32 and device.type == "cuda"
@@ -395,7 +417,7 @@ class SynthesisBlock(nn.Module):
         w_iter = iter(ws.unbind(dim=1))
         fp16 = _use_fp16(self.use_fp16, force_fp32, ws.device)
         dtype = torch.float16 if fp16 else torch.float32
-        memory_format = torch.channels_last if (self.channels_last and fp16) else torch.contiguous_format
+        memory_format = _activation_memory_format(self.channels_last, fp16, ws.device)
         if fused_modconv is None:
             # Per-sample grouped kernels pay off only for inference on CUDA; the shared-weight form batches
             # better everywhere else (and supports float16 activations without per-sample weights).
@@ -403,10 +425,10 @@ class SynthesisBlock(nn.Module):
                                                                                   or ws.shape[0] == 1)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
+            x = _to_activation(x, dtype, memory_format)
         else:
-            x = x.to(dtype=dtype, memory_format=memory_format)
+            x = _to_activation(x, dtype, memory_format)
 
         if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
@@ -586,12 +608,12 @@ class DiscriminatorBlock(nn.Module):
         device = (x if x is not None else img).device
         fp16 = _use_fp16(self.use_fp16, force_fp32, device)
         dtype = torch.float16 if fp16 else torch.float32
-        memory_format = torch.channels_last if (self.channels_last and fp16) else torch.contiguous_format
+        memory_format = _activation_memory_format(self.channels_last, fp16, device)
 
         if x is not None:
-            x = x.to(dtype=dtype, memory_format=memory_format)
+            x = _to_activation(x, dtype, memory_format)
         if self.in_channels == 0 or self.architecture == "skip":
-            img = img.to(dtype=dtype, memory_format=memory_format)
+            img = _to_activation(img, dtype, memory_format)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
             img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None

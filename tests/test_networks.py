@@ -163,3 +163,14 @@ def test_vmap_per_example_gradients_of_discriminator():
         single = torch.func.grad(loss)(params, imgs[i], cs[i])
         for name in ("b16.conv0.weight", "mapping.embed.weight", "b4.out.bias"):
             torch.testing.assert_close(per_example[name][i], single[name], rtol=1e-5, atol=1e-6)
+
+
+def test_inference_layout_gives_the_same_images(fixture_nets, upstream_npz):
+    """Without autograd the CPU path lays activations out as NHWC; values must not change."""
+    G_ema, D = fixture_nets
+    z, c = torch.from_numpy(upstream_npz["in/z"]), torch.from_numpy(upstream_npz["in/c"])
+    with torch.inference_mode():
+        img = G_ema(z, c, noise_mode="const")
+        logits = D(img, c)
+    torch.testing.assert_close(img, torch.from_numpy(upstream_npz["out/img_const_psi1.0"]), rtol=0, atol=ATOL)
+    torch.testing.assert_close(logits, torch.from_numpy(upstream_npz["out/D_logits_fake"]), rtol=0, atol=ATOL)
