@@ -119,16 +119,16 @@ def test_modulated_conv2d_fused_equals_nonfused_and_per_sample_reference(up):
 
 def test_ops_twice_differentiable_and_vmappable():
     f = setup_filter([1, 3, 3, 1]).double()
-    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    s = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
 
     def fn(x, w, s):
         y = modulated_conv2d(x, w, s, up=2, padding=1, resample_filter=f, flip_weight=False)
         y = bias_act(y, act="lrelu")
         return conv2d_resample(y, w, f=f, down=2, padding=1).square().sum()
 
-    assert torch.autograd.gradgradcheck(fn, (x, w, s), eps=1e-6, atol=1e-4)
+    assert torch.autograd.gradgradcheck(fn, (x, w, s), eps=1e-6, atol=1e-4, fast_mode=True)
 
     # torch.func: per-sample gradients w.r.t. the weight.
     def single(w, xi, si):
