@@ -8,6 +8,8 @@ reported as a usage error (exit status 2) naming the option.
 
 from __future__ import annotations
 
+import os
+
 import json
 import sys
 from typing import Any, Sequence
@@ -103,6 +105,7 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     Raises ``click.UsageError`` for anything invalid.
     """
     from stylegan2_ada.dataset import DatasetError, open_image_dataset
+    from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
 
@@ -113,12 +116,13 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
         device = resolve_device(core.get("device"))
         if pm is not None:
             pm.hook.validate_options(options=dict(raw))
+        if core["data"] == DEMO_NAME and not os.path.exists(DEMO_NAME):
+            # The embedded default data set (stylegan2_ada/demo_data.py), generated once under --outdir.
+            core["data"] = raw["data"] = str(make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME)))
         ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core.get("resume") else None
         rinfo = resume_info(ckpt) if ckpt is not None else None
         ds = None
         if pm is not None:
-            import os
-
             ds = pm.hook.dataset_readers(path=core["data"], options=dict(raw),
                                          cache_dir=os.path.join(core["outdir"], ".cache"))
         if ds is None:
