@@ -4,7 +4,7 @@
 
 Writes ``<out>/<class>/NNNNN.png`` (8-bit grayscale) and ``<out>/dataset.json`` in upstream's format
 (``{"labels": [[relative path, class], ...]}``). Sizes and positions are random; every shape lies inside
-the image. Used by ``bench/toy_shapes_check.py``.
+the image; edges are anti-aliased. Used by ``bench/toy_shapes_check.py``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from PIL import Image
 CLASS_NAMES = ("disc", "square")
 
 
-def draw_shape(cls: int, res: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [res, res]: a white disc (cls 0) or axis-aligned square (cls 1) on black."""
+def draw_shape(cls: int, res: int, rng: np.random.Generator, supersample: int = 4) -> np.ndarray:
+    """uint8 [res, res]: a white disc (cls 0) or axis-aligned square (cls 1) on black, anti-aliased
+    (rendered at ``supersample`` x the resolution and box-filtered down)."""
     half = rng.uniform(0.18, 0.32) * res  # radius / half side, pixels
     cy, cx = rng.uniform(half + 1, res - half - 1, size=2)
-    yy, xx = np.mgrid[:res, :res] + 0.5
+    s = supersample
+    yy, xx = (np.mgrid[: res * s, : res * s] + 0.5) / s
     if cls == 0:
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= half**2
     else:
         mask = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
-    return np.where(mask, 255, 0).astype(np.uint8)
+    cover = mask.reshape(res, s, res, s).mean(axis=(1, 3))  # [res, res] fraction of each pixel covered
+    return np.rint(cover * 255).astype(np.uint8)
 
 
 def make_toy_shapes(out: Path, count: int = 1000, res: int = 32, seed: int = 0) -> Path:

@@ -77,8 +77,9 @@ def loss_terms(phase: str, context: "TrainingContext", data: "PhaseData") -> Map
 
     Each term is added to the phase's loss before backward (so it must already carry its weight) and is
     logged as ``Loss/<plugin name>/<name>``. It is called once per accumulation round (each per-process
-    batch of ``--batch-gpu`` examples), and terms of the lazy phases ``Greg``/``Dreg`` are *not* multiplied
-    by the regularisation interval: weigh them yourself. ``data`` holds the phase's tensors (see
+    batch of ``--batch-gpu`` examples); the loop scales the phase's whole loss, plugin terms included, by
+    ``interval / rounds`` (the lazy-regularisation interval for ``Greg``/``Dreg``, 1 for the main phases),
+    exactly as it scales the core terms. ``data`` holds the phase's tensors (see
     :class:`stylegan2_ada.training.context.PhaseData`): for ``Gmain`` the generated images *before*
     augmentation ``gen_img`` [N, C, H, W] in [-1, 1], their labels ``gen_c`` [N, c_dim], latents and
     logits; for ``Dmain``/``Dreg`` also ``real_img`` / ``real_c``. A term must be differentiable with

@@ -187,15 +187,21 @@ def test_gradient_accumulation_over_rounds_equals_one_round() -> None:
         torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=1e-7)
 
 
-def test_nan_and_inf_gradients_are_scrubbed_and_counted() -> None:
+@pytest.mark.parametrize("flat_buffer", [False, True])
+def test_nan_and_inf_gradients_are_scrubbed_and_counted(flat_buffer: bool) -> None:
     m = torch.nn.Linear(3, 2)
     m.weight.grad = torch.tensor([[float("nan"), 1.0, float("inf")], [-float("inf"), 2.0, 3.0]])
     m.bias.grad = torch.tensor([0.5, float("nan")])
     stats = StatsCollector()
-    reduce_and_guard_gradients(m, DistInfo(), stats)
+    reduce_and_guard_gradients(m, DistInfo(), stats, flat_buffer=flat_buffer)
     torch.testing.assert_close(m.weight.grad, torch.tensor([[0.0, 1.0, 1e5], [-1e5, 2.0, 3.0]]))
     torch.testing.assert_close(m.bias.grad, torch.tensor([0.5, 0.0]))
     assert stats.reduce()["Progress/nonfinite_grads"]["mean"] == 4
+    ok = torch.nn.Linear(3, 2)
+    ok.weight.grad, ok.bias.grad = torch.full([2, 3], 1e30), torch.zeros(2)  # finite (its norm overflows)
+    reduce_and_guard_gradients(ok, DistInfo(), stats, flat_buffer=flat_buffer)
+    torch.testing.assert_close(ok.weight.grad, torch.full([2, 3], 1e30))
+    assert stats.reduce()["Progress/nonfinite_grads"]["mean"] == 0
 
 
 def test_ema_beta_ramp_and_update() -> None:

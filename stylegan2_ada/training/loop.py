@@ -187,17 +187,36 @@ def draw_latents(rounds: int, batch_gpu: int, z_dim: int, labels: np.ndarray, rn
 
 
 @torch.no_grad()
-def reduce_and_guard_gradients(module: nn.Module, info: dist.DistInfo, stats: StatsCollector) -> None:
+def reduce_and_guard_gradients(module: nn.Module, info: dist.DistInfo, stats: StatsCollector,
+                               flat_buffer: bool | None = None) -> None:
     """Average ``module``'s gradients across ranks and replace NaN by 0 and +-inf by +-1e5 (counted in
-    ``Progress/nonfinite_grads``)."""
+    ``Progress/nonfinite_grads``).
+
+    Several ranks or a GPU: one flat buffer (all-reduce, count, scrub, copy back; no host sync). One CPU
+    process: in place, checking each gradient's norm first and scrubbing only gradients that need it
+    (a flat copy of every gradient would cost several passes over memory per phase). ``flat_buffer``
+    forces one way or the other (``None``: choose as above).
+    """
     params = [p for p in module.parameters() if p.grad is not None]
-    flat = dist.all_reduce_gradients(params, info)  # [P] or None
-    if flat is None:
+    if not params:
         return
-    stats.report("Progress/nonfinite_grads", (~torch.isfinite(flat)).sum())
-    torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p.grad))
+    if flat_buffer is None:
+        flat_buffer = info.enabled or params[0].device.type != "cpu"
+    if flat_buffer:
+        flat = dist.all_reduce_gradients(params, info)  # [P]
+        stats.report("Progress/nonfinite_grads", (~torch.isfinite(flat)).sum())
+        torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad.copy_(g.view_as(p.grad))
+        return
+    grads = [p.grad for p in params]
+    norms = torch.stack(torch._foreach_norm(grads))  # [num_params]; non-finite iff a value is (or overflows)
+    bad = (~torch.isfinite(norms)).nonzero().flatten().tolist()
+    count = 0
+    for i in bad:
+        count += int((~torch.isfinite(grads[i])).sum())
+        torch.nan_to_num(grads[i], nan=0.0, posinf=1e5, neginf=-1e5, out=grads[i])
+    stats.report("Progress/nonfinite_grads", count)
 
 
 def run_phase(phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]], gens: list[tuple[torch.Tensor, torch.Tensor]],
