@@ -6,6 +6,9 @@ squares, then classifies the conditional fakes by a simple measurable criterion 
 Criterion: threshold a fake at mid-grey, take the bounding box of the bright pixels and its fill ratio
 (bright area / box area): a disc fills pi/4 ~ 0.785 of its box, a square ~ 1.0, so a fill ratio above
 0.89 says "square". The same criterion is applied to real images as a sanity check (should be ~100%).
+Also printed: each class's mean fill ratio and the threshold-free AUC P(fill of a "square" fake > fill of
+a "disc" fake) (0.5 = no class difference, 1 = perfectly ordered). ``--evaluate RUN_DIR`` only scores
+the snapshots of an earlier run.
 The fakes grid (one row per class: discs, squares, alternating) is saved as ``toy_fakes.png``.
 """
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,31 +36,62 @@ from stylegan2_ada.training.grids import save_image_grid  # noqa: E402
 FILL_THRESHOLD = (np.pi / 4 + 1.0) / 2  # halfway between disc and square
 
 
-def classify(images: np.ndarray) -> np.ndarray:
-    """images [N, H, W] float in [-1, 1] -> predicted class [N] (0 disc, 1 square, -1 no shape)."""
-    out = np.full(len(images), -1)
+def fill_ratios(images: np.ndarray) -> np.ndarray:
+    """images [N, H, W] float in [-1, 1] -> bright-area / bounding-box area [N] (NaN when no shape)."""
+    out = np.full(len(images), np.nan)
     for i, img in enumerate(images):
         bright = img > 0
         if bright.sum() < 4:
             continue
         ys, xs = np.nonzero(bright)
-        box = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
-        out[i] = int(bright.sum() / box > FILL_THRESHOLD)
+        out[i] = bright.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1))
     return out
 
 
+def classify(images: np.ndarray) -> np.ndarray:
+    """images [N, H, W] float in [-1, 1] -> predicted class [N] (0 disc, 1 square, -1 no shape)."""
+    fill = fill_ratios(images)
+    return np.where(np.isnan(fill), -1, (fill > FILL_THRESHOLD).astype(int))
+
+
+def auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """P(fill of a class-1 fake > fill of a class-0 fake); shapeless fakes count as wrong."""
+    neg = np.where(np.isnan(neg), np.inf, neg)
+    pos = np.where(np.isnan(pos), -np.inf, pos)
+    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
 @torch.no_grad()
-def fake_accuracy(G: torch.nn.Module, per_class: int = 128, seed: int = 123) -> tuple[float, dict[int, float], np.ndarray]:
-    """Accuracy of "right shape per class" over ``per_class`` fakes of each class; also returns the images."""
+def fake_accuracy(G: torch.nn.Module, per_class: int = 128, seed: int = 123) -> tuple[float, dict, np.ndarray]:
+    """Accuracy of "right shape per class" over ``per_class`` fakes of each class, plus per-class
+    accuracy, mean fill ratios and the threshold-free AUC of the fill ratio; also returns the images."""
     g = torch.Generator().manual_seed(seed)
-    accs, imgs = {}, []
+    info: dict = {}
+    imgs, fills = [], []
     for cls in range(2):
         z = torch.randn([per_class, G.z_dim], generator=g)
         c = torch.nn.functional.one_hot(torch.full([per_class], cls), 2).float()
         img = G(z, c, noise_mode="const").clamp(-1, 1)[:, 0].numpy()  # [N, H, W]
-        accs[cls] = float((classify(img) == cls).mean())
+        info[cls] = float((classify(img) == cls).mean())
+        fill = fill_ratios(img)
+        info[f"fill{cls}"] = float(np.nanmean(fill)) if not np.isnan(fill).all() else None
         imgs.append(img)
-    return (accs[0] + accs[1]) / 2, accs, np.stack(imgs)
+        fills.append(fill)
+    info["auc"] = auc(fills[0], fills[1])
+    return (info[0] + info[1]) / 2, info, np.stack(imgs)
+
+
+def evaluate(snapshots: list[Path]) -> list[dict]:
+    curve = []
+    for snap in snapshots:
+        ck = load_checkpoint(snap)
+        acc_s, info, _ = fake_accuracy(ck.networks["G_ema"])
+        row = {"kimg": ck.metadata["training_state"]["cur_nimg"] / 1000, "fake_acc": acc_s, "disc": info[0],
+               "square": info[1], "fill_disc": info["fill0"], "fill_square": info["fill1"], "fill_auc": info["auc"]}
+        curve.append(row)
+        print(f"snapshot {snap.name}: right shape {acc_s:.3f} (disc {info[0]:.3f}, square {info[1]:.3f}); "
+              f"mean fill disc {info['fill0']}, square {info['fill1']}; fill AUC {info['auc']:.3f}")
+    return curve
 
 
 def main() -> None:
@@ -64,14 +99,19 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--kimg", type=float, default=40)
     ap.add_argument("--count", type=int, default=1000, help="training images per class")
+    ap.add_argument("--evaluate", type=Path, help="only evaluate the snapshots of this run folder")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py options")
     a = ap.parse_args()
+    if a.evaluate is not None:
+        evaluate(sorted(a.evaluate.glob("network-snapshot-*.safetensors")))
+        return
 
     data = a.workdir / "toy_shapes"
     if not (data / "dataset.json").exists():
         make_toy_shapes(data, a.count, 32)
-    reals = np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in sorted(data.glob("*/*.png"))[:: max(a.count // 100, 1)]])
-    real_cls = np.array([0 if "disc" in str(p) else 1 for p in sorted(data.glob("*/*.png"))[:: max(a.count // 100, 1)]])
+    sample = sorted(data.glob("*/*.png"))[:: max(a.count // 100, 1)]  # ~200 real images, both classes
+    reals = np.stack([np.asarray(Image.open(p)) for p in sample])  # [N, H, W] uint8
+    real_cls = np.array([0 if p.parent.name == "disc" else 1 for p in sample])
     real_acc = float((classify(reals / 127.5 - 1) == real_cls).mean())
     print(f"criterion on real images: {real_acc:.3f}")
 
@@ -82,21 +122,15 @@ def main() -> None:
     t0 = time.time()
     result = cli.main(args, standalone_mode=False)
     minutes = (time.time() - t0) / 60
-    curve = []
-    for snap in result.snapshots:
-        ck = load_checkpoint(snap)
-        acc_s, per_s, _ = fake_accuracy(ck.networks["G_ema"])
-        curve.append({"kimg": ck.metadata["training_state"]["cur_nimg"] / 1000, "fake_acc": acc_s,
-                      "disc": per_s[0], "square": per_s[1]})
-        print(f"snapshot {snap.name}: right shape {acc_s:.3f} (disc {per_s[0]:.3f}, square {per_s[1]:.3f})")
+    curve = evaluate(result.snapshots)
     G = load_checkpoint(result.snapshots[-1]).networks["G_ema"]
-    acc, per_class, imgs = fake_accuracy(G)
+    acc, info, imgs = fake_accuracy(G)
     gw = 16
     grid = np.concatenate([imgs[0][:gw * 4].reshape(4, gw, 32, 32), imgs[1][:gw * 4].reshape(4, gw, 32, 32)])  # [8, gw, H, W]
     grid = grid.reshape(2, 4, gw, 32, 32).transpose(1, 0, 2, 3, 4).reshape(8 * gw, 1, 32, 32)  # rows alternate class
     save_image_grid(grid, a.workdir / "toy_fakes.png", (gw, 8))
     summary = {"kimg": result.state.cur_nimg / 1000, "train_minutes": round(minutes, 2), "real_criterion_acc": real_acc,
-               "fake_acc": acc, "fake_acc_disc": per_class[0], "fake_acc_square": per_class[1], "curve": curve,
+               "fake_acc": acc, "fake_acc_disc": info[0], "fake_acc_square": info[1], "fill_auc": info["auc"], "curve": curve,
                "run_dir": str(result.run_dir), "grid": str(a.workdir / "toy_fakes.png")}
     print(json.dumps(summary, indent=2))
 
