@@ -22,19 +22,7 @@ from stylegan2_ada.dataset import DatasetError, open_image_dataset
 from stylegan2_ada.dataset_tool import archive_name, main, pack_dataset
 
 
-def png_bytes(arr: np.ndarray) -> bytes:
-    """Encode uint8/uint16 [H, W] (grayscale) or [H, W, 3] (RGB) as a PNG, filter type 0."""
-    h, w = arr.shape[:2]
-    depth = 16 if arr.dtype == np.uint16 else 8
-    raw = arr.astype(">u2" if depth == 16 else "u1").tobytes()
-    row = len(raw) // h
-    data = b"".join(b"\x00" + raw[i * row : (i + 1) * row] for i in range(h))
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, 0 if arr.ndim == 2 else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
+from tests.test_dataset import png_bytes  # noqa: E402  (one hand-written PNG encoder for both files)
 
 
 def write_png(path: Path, arr: np.ndarray) -> None:
