@@ -1,16 +1,16 @@
-"""Atomic file writing and PNG input/output for 8- and 16-bit greyscale images."""
+"""PNG input/output for 8- and 16-bit greyscale images (written atomically through the core's
+:func:`stylegan2_ada.atomic.atomic_write`, re-exported here as ``write_atomic``)."""
 
 from __future__ import annotations
 
-import io
 import os
 import struct
-import tempfile
 import zlib
-from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from stylegan2_ada.atomic import atomic_write as write_atomic
 
 try:  # optional: Intel ISA-L's deflate, 4-8x faster than zlib at level 1 for the same file size
     from isal import isal_zlib as _isal_zlib
@@ -21,28 +21,6 @@ __all__ = ["write_atomic", "encode_png", "write_png", "read_png", "PNG_COMPRESS_
 
 #: zlib level for PNG output: 1 is several times faster than the default 6 for ~10 % larger files.
 PNG_COMPRESS_LEVEL = 1
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write a file atomically: ``write(fh)`` into a hidden temp file in the same folder, then rename.
-
-    Readers see either the old file or the complete new one, never a partial file; on any error the
-    temp file is removed and the destination is untouched.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:

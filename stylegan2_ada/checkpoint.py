@@ -38,7 +38,6 @@ import platform
 import re
 import socket
 import struct
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
@@ -48,6 +47,7 @@ from torch import nn
 
 import stylegan2_ada
 from stylegan2_ada import legacy_pickle
+from stylegan2_ada.atomic import atomic_path
 
 __all__ = [
     "Checkpoint",
@@ -401,20 +401,11 @@ def save_checkpoint(
 
     from safetensors.torch import save_file  # local: keeps import of this module light
 
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file(flat, tmp, metadata=header)
-        with open(tmp, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
-        raise
+        with atomic_path(path) as tmp:  # fsync, usual permissions, then rename
+            save_file(flat, tmp, metadata=header)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
     _fsync_dir(directory)
 
 

@@ -33,15 +33,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
+
 import click
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .dataset import (
     LABELS_FILE,
     MIN_RESOLUTION,
@@ -258,12 +259,9 @@ def pack_dataset(
             plan.append(rel)
 
     # Pass 2: decode, convert, write to a temporary file, then move it into place.
-    dest_dir = os.path.dirname(dest)
-    os.makedirs(dest_dir, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=dest_dir, prefix="." + os.path.basename(dest) + ".", suffix=".tmp")
     written: list[tuple[str, str]] = []  # (archive name, source relpath)
     try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
+        with atomic_path(dest) as tmp_path, zipfile.ZipFile(tmp_path, "w", zipfile.ZIP_STORED) as zf:
             for rel in tqdm(plan, desc="packing", unit="img", disable=not progress):
                 where = src.display(rel)
                 try:
@@ -298,13 +296,6 @@ def pack_dataset(
             info.external_attr = 0o644 << 16
             zf.writestr(info, json.dumps(meta))
             report.num_images = len(written)
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, dest)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
     finally:
         src.close()
     report.skipped.sort()

@@ -7,12 +7,13 @@ PNGs with an upstream-format ``dataset.json`` (``class_names = ["disc", "square"
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from stylegan2_ada.atomic import atomic_write, write_json_atomic
 
 DEMO_NAME = "demo"
 CLASS_NAMES = ("disc", "square")
@@ -54,11 +55,8 @@ def make_demo_dataset(dest: str | os.PathLike, resolution: int = 32, count: int 
     for i in range(count):
         kind = i % 2
         name = f"{CLASS_NAMES[kind]}-{i:05d}.png"
-        tmp = dest / f".{name}.tmp"
-        Image.fromarray(render_shape(kind, resolution, rng), mode="L").save(tmp, format="PNG")
-        os.replace(tmp, dest / name)
+        image = Image.fromarray(render_shape(kind, resolution, rng), mode="L")
+        atomic_write(dest / name, lambda f, image=image: image.save(f, format="PNG"))
         labels.append([name, kind])
-    tmp = dest / ".dataset.json.tmp"
-    tmp.write_text(json.dumps({"labels": labels, "class_names": list(CLASS_NAMES)}))
-    os.replace(tmp, labels_path)
+    write_json_atomic(labels_path, {"labels": labels, "class_names": list(CLASS_NAMES)})
     return dest

@@ -21,11 +21,9 @@ Noise (``noise_mode``):
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -36,6 +34,7 @@ from torch import nn
 
 from stylegan2_ada import checkpoint as _checkpoint
 from stylegan2_ada import legacy_pickle as _legacy_pickle
+from stylegan2_ada.atomic import atomic_write, write_json_atomic
 
 __all__ = [
     "GenerationError",
@@ -262,28 +261,7 @@ def save_png_atomic(image: np.ndarray, path: str | os.PathLike[str]) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
         raise GenerationError(f"cannot save an image of shape {image.shape} / {image.dtype} as PNG")
     pil = Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image, "RGB")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pil.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json_atomic(document: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as file:
-            json.dump(document, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: pil.save(f, format="PNG"))
 
 
 def _class_names(metadata: dict, c_dim: int) -> list[str] | None:
@@ -391,5 +369,5 @@ def generate_images(
         "images": [{"seed": seed, "file": path.name} for seed, path in files.items()],
     }
     manifest_path = out / MANIFEST_NAME
-    _write_json_atomic(manifest, manifest_path)
+    write_json_atomic(manifest_path, manifest)
     return GenerationResult(files=files, manifest_path=manifest_path, manifest=manifest)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from stylegan2_ada.training.logfile import atomic_write
+from stylegan2_ada.atomic import atomic_write
 
 SMALL_RES_CAP = 16
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, TextIO
+from typing import Any, TextIO
 
 
 class _TeeStream:
@@ -55,31 +53,3 @@ class LogTee:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file in the same folder, then rename it
-    over ``path`` (readers see the old or the complete new file; a failure leaves no temporary file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; use the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
-    text = json.dumps(data, indent=2) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

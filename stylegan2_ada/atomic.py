@@ -1,0 +1,69 @@
+"""Atomic file writes: readers see the old file or the complete new one, never a partial file.
+
+Every output the toolkit writes (snapshots, image grids, generated images, JSON, converted PNGs, reports)
+goes through :func:`atomic_write` or, for writers that need a path of their own, :func:`atomic_path`: the
+data goes to a hidden temporary file in the destination folder, is flushed to disk, gets the usual
+permissions (``0o666`` minus the umask; temporary files are created ``0o600``) and is renamed over the
+destination. On any error the temporary file is removed and the destination is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, BinaryIO, Callable, Iterator
+
+__all__ = ["atomic_path", "atomic_write", "default_file_mode", "write_json_atomic"]
+
+
+def default_file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give a new file: ``0o666`` minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` atomically.
+
+    For writers that insist on a file name (e.g. ``safetensors.torch.save_file``). The folder of ``path``
+    is created if needed.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as file:
+                os.fsync(file.fileno())
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = False) -> None:
+    """Write ``path`` through ``write(binary_file)`` atomically (see the module docstring).
+
+    ``fsync=True`` also forces the data to disk before the rename (snapshots, datasets); small,
+    re-creatable outputs skip it for speed.
+    """
+    with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as file:
+        write(file)
+        if fsync:
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented UTF-8 JSON (with a final newline) to ``path`` atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
