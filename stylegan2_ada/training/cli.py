@@ -104,7 +104,8 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
 
     Raises ``click.UsageError`` for anything invalid.
     """
-    from stylegan2_ada.dataset import DatasetError, open_image_dataset
+    from stylegan2_ada.dataset import DatasetError
+    from stylegan2_ada.training.data import open_training_dataset
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
@@ -121,19 +122,15 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             core["data"] = raw["data"] = str(make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME)))
         ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core.get("resume") else None
         rinfo = resume_info(ckpt) if ckpt is not None else None
-        ds = None
-        if pm is not None:
-            ds = pm.hook.dataset_readers(path=core["data"], options=dict(raw),
-                                         cache_dir=os.path.join(core["outdir"], ".cache"))
-        if ds is None:
-            use_labels = bool(core.get("cond"))
-            try:
-                ds = open_image_dataset(core["data"], use_labels=use_labels, xflip=bool(core.get("mirror")),
-                                        max_size=core.get("subset"), random_seed=int(core.get("seed") or 0))
-            except DatasetError as exc:
-                if use_labels and "dataset.json" in str(exc):
-                    raise OptionsError(f"--cond needs labels: {exc}") from exc
-                raise
+        use_labels = bool(core.get("cond"))
+        try:
+            ds = open_training_dataset(core["data"], cond=use_labels, mirror=bool(core.get("mirror")),
+                                       subset=core.get("subset"), seed=int(core.get("seed") or 0),
+                                       outdir=core["outdir"], pm=pm, options=raw)
+        except DatasetError as exc:
+            if use_labels and "dataset.json" in str(exc):
+                raise OptionsError(f"--cond needs labels: {exc}") from exc
+            raise
         opts = resolve_options(core, dataset_info(ds), resume=rinfo, world_size=dist_info_from_env().world_size,
                                device=device, plugin_options=plugin_opts)
         opts.plugins = list(plugin_names)

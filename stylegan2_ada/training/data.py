@@ -1,11 +1,29 @@
-"""Feeding the loop: a resumable, per-rank infinite sampler, the DataLoader, and label tables."""
+"""Feeding the loop: opening the dataset, a resumable per-rank infinite sampler, the DataLoader, and
+label tables."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import os
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
+
+
+def open_training_dataset(data: str, *, cond: bool, mirror: bool, subset: int | None, seed: int, outdir: str,
+                          pm: Any = None, options: Mapping[str, Any] | None = None) -> Any:
+    """The dataset a run trains on: the first plugin ``dataset_readers`` result (plugins get
+    ``OUTDIR/.cache`` for their caches), else the core's image folder / zip reader.
+
+    Raises :class:`stylegan2_ada.dataset.DatasetError` for unusable data.
+    """
+    from stylegan2_ada.dataset import open_image_dataset
+
+    if pm is not None:
+        ds = pm.hook.dataset_readers(path=data, options=dict(options or {}), cache_dir=os.path.join(outdir, ".cache"))
+        if ds is not None:
+            return ds
+    return open_image_dataset(data, use_labels=cond, xflip=mirror, max_size=subset, random_seed=seed)
 
 
 class InfiniteSampler(torch.utils.data.Sampler):

@@ -12,7 +12,6 @@ world_size)`` accumulation rounds; images [B, C, H, W] float in [-1, 1]; labels 
 from __future__ import annotations
 
 import copy
-import os
 import random
 import time
 import warnings
@@ -27,10 +26,13 @@ from torch import nn
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.training import distributed as dist
 from stylegan2_ada.training.context import TrainingContext
-from stylegan2_ada.training.data import InfiniteSampler, images_to_float, label_table, make_loader
+from stylegan2_ada.training.data import (
+    InfiniteSampler, images_to_float, label_table, make_loader, open_training_dataset,
+)
 from stylegan2_ada.training.ema import ema_beta, update_ema
 from stylegan2_ada.training.grids import generate_grid_images, real_grid_images, save_image_grid, select_grid
-from stylegan2_ada.training.logfile import LogTee, write_json_atomic
+from stylegan2_ada.atomic import write_json_atomic
+from stylegan2_ada.training.logfile import LogTee
 from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
 from stylegan2_ada.training.snapshots import (
     ResumeData, TrainingState, capture_rng, copy_weights, is_training_snapshot, load_optimizer_state,
@@ -91,15 +93,9 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def open_dataset(o: TrainingOptions, pm: Any = None) -> Any:
-    """A plugin's ``dataset_readers`` result, else the core's image folder / zip reader."""
-    from stylegan2_ada.dataset import open_image_dataset
-
-    if pm is not None:
-        cache_dir = os.path.join(o.outdir, ".cache")
-        ds = pm.hook.dataset_readers(path=o.data, options=o.context_options(), cache_dir=cache_dir)
-        if ds is not None:
-            return ds
-    return open_image_dataset(o.data, use_labels=o.cond, xflip=o.mirror, max_size=o.subset, random_seed=o.seed)
+    """The run's dataset from its resolved options (see :func:`.data.open_training_dataset`)."""
+    return open_training_dataset(o.data, cond=o.cond, mirror=o.mirror, subset=o.subset, seed=o.seed,
+                                 outdir=o.outdir, pm=pm, options=o.context_options())
 
 
 def build_networks(o: TrainingOptions, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module | None]:
