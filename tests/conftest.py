@@ -51,6 +51,15 @@ def tiny_d_kwargs(res: int = 16, c_dim: int = 2, channels: int = 1, architecture
                 epilogue_kwargs=dict(mbstd_group_size=mbstd))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (tiny networks are faster that way and CI has 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_seed() -> None:
     torch.manual_seed(0)

@@ -6,11 +6,9 @@ import hashlib
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np

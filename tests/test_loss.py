@@ -12,12 +12,7 @@ from stylegan2_ada.networks import Discriminator, Generator
 RES, C_DIM, Z = 16, 2, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_nets(mbstd: int = 4, seed: int = 0) -> tuple[Generator, Discriminator]:

@@ -25,13 +25,7 @@ PLUGIN = "sg2_training_support.extra_loss"
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stats_lines(run_dir: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sg2_training_support.data import TESTS_DIR, make_shapes, tiny_args
+from sg2_training_support.data import make_shapes, tiny_args
 from stylegan2_ada.checkpoint import load_checkpoint
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.plugins import create_plugin_manager
@@ -29,13 +29,7 @@ from stylegan2_ada.training.stats import StatsCollector
 PLUGIN = "sg2_training_support.extra_loss"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_stats(run_dir: Path) -> list[dict]:
