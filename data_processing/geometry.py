@@ -85,8 +85,8 @@ def reduce_box(src: np.ndarray, k: int, to_float: ToFloat | None = None) -> np.n
 
     The last block row/column may be partial; it is the mean of the pixels it has. ``to_float(strip,
     out)`` converts a strip of source rows (any dtype, shape [n, W]) into ``out`` (float32 [n, W]); by
-    default a plain cast. Rows are summed strip by strip (the strip stays in the CPU cache between
-    ``to_float`` and the sums); columns are summed once at the end.
+    default a plain cast. Rows, then columns, are summed strip by strip (the strip stays in the CPU
+    cache between ``to_float`` and the sums).
     """
     _check_box_args(src, k)
     to_float = to_float or _copy_to_float
@@ -99,15 +99,17 @@ def reduce_box(src: np.ndarray, k: int, to_float: ToFloat | None = None) -> np.n
             n = min(strip_rows, height - r0)
             to_float(src[r0 : r0 + n], out[r0 : r0 + n])
         return out
-    ho = -(-height // k)
-    rows = np.empty((ho, width), np.float32)  # sums over k rows [Ho, W]
+    out = np.empty((-(-height // k), -(-width // k)), np.float32)  # [Ho, Wo]
+    rows = np.empty((-(-min(strip_rows, height) // k), width), np.float32)  # one strip's sums over k rows
     buf = np.empty((min(strip_rows, height), width), np.float32)  # one strip [strip rows, W]
     for r0 in range(0, height, strip_rows):
         n = min(strip_rows, height - r0)
         strip = buf[:n]
         to_float(src[r0 : r0 + n], strip)
-        _sum_row_blocks(strip, k, rows[r0 // k :])
-    return divide_by_block_counts(_sum_column_blocks(rows, k, np.float32), height, width, k)
+        nb = -(-n // k)
+        _sum_row_blocks(strip, k, rows)
+        _sum_column_blocks(rows[:nb], k, np.float32, out=out[r0 // k : r0 // k + nb])
+    return divide_by_block_counts(out, height, width, k)
 
 
 def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value: int | None = None) -> np.ndarray:
@@ -118,7 +120,7 @@ def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value:
     accumulators are uint16 where ``k * max_value`` (rows) and ``k * k * max_value`` (blocks) fit,
     else uint32, so the sums never overflow. Partial last blocks hold the sum of the pixels they have
     (divide by :func:`block_counts` for means). Strips of about 1 MiB stay in the CPU cache between
-    ``prepare`` and the row sums; columns are summed once at the end, on the k-times smaller result.
+    ``prepare`` and the row sums, and each strip's row sums stay there for its column sums.
     """
     _check_box_args(src, k)
     if prepare is None:
@@ -134,16 +136,23 @@ def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value:
     out_dtype = np.uint16 if k * k * max_value <= 0xFFFF else np.uint32
     strip_rows = max(1, _INT_STRIP_BYTES // (np.dtype(row_dtype).itemsize * width * k)) * k
     buf = None if prepare is None else np.empty((min(strip_rows, height), width), row_dtype)  # [strip rows, W]
-    rows = np.empty((-(-height // k), width), row_dtype)  # sums over k rows [Ho, W]
+    out = np.empty((-(-height // k), -(-width // k)), out_dtype)  # [Ho, Wo]
+    if k == 1:
+        for r0 in range(0, height, strip_rows):
+            n = min(strip_rows, height - r0)
+            strip = src[r0 : r0 + n]
+            np.copyto(out[r0 : r0 + n], strip if buf is None else prepare(strip, buf[:n]), casting="unsafe")  # type: ignore[misc]
+        return out
+    rows = np.empty((-(-min(strip_rows, height) // k), width), row_dtype)  # one strip's sums over k rows [n/k, W]
     for r0 in range(0, height, strip_rows):
         n = min(strip_rows, height - r0)
         strip = src[r0 : r0 + n]
         values = strip if buf is None else prepare(strip, buf[:n])  # type: ignore[misc]
-        if k == 1:
-            np.copyto(rows[r0 : r0 + n], values, casting="unsafe")
-        else:
-            _sum_row_blocks(values, k, rows[r0 // k :])
-    return _sum_column_blocks(rows, k, out_dtype)
+        nb = -(-n // k)
+        _sum_row_blocks(values, k, rows)
+        # columns now, while the strip's row sums are still in the CPU cache
+        _sum_column_blocks(rows[:nb], k, out_dtype, out=out[r0 // k : r0 // k + nb])
+    return out
 
 
 def block_counts(height: int, width: int, k: int) -> np.ndarray:
@@ -206,12 +215,17 @@ def _sum_row_blocks(strip: np.ndarray, k: int, dst_rows: np.ndarray) -> None:
         np.sum(strip[nb * k :], axis=0, dtype=dst_rows.dtype, out=dst_rows[nb])
 
 
-def _sum_column_blocks(rows: np.ndarray, k: int, dtype: type) -> np.ndarray:
-    """Sums over each group of ``k`` columns of ``rows`` [Ho, W]: ``dtype`` [Ho, ceil(W/k)]."""
+def _sum_column_blocks(rows: np.ndarray, k: int, dtype: type, out: np.ndarray | None = None) -> np.ndarray:
+    """Sums over each group of ``k`` columns of ``rows`` [Ho, W]: ``dtype`` [Ho, ceil(W/k)] (into ``out``
+    when given)."""
     ho, width = rows.shape
     if k == 1:
-        return rows.astype(dtype, copy=False)
-    out = np.empty((ho, -(-width // k)), dtype)
+        if out is None:
+            return rows.astype(dtype, copy=False)
+        np.copyto(out, rows, casting="unsafe")
+        return out
+    if out is None:
+        out = np.empty((ho, -(-width // k)), dtype)
     full_w = (width // k) * k
     nfull = full_w // k
     if nfull:

@@ -89,21 +89,43 @@ class StoredPixels:
     """Stored pixel values [H, W] of one frame (or [H, W, 3] colour).
 
     ``array`` may be a read-only view of the file's bytes whose unused high bits (above Bits Stored)
-    are not yet cleared: then ``needs_bit_fix`` is True and :meth:`corrected` (or the renderer's strip
-    kernel) must mask / sign-extend them before the values are used.
+    are not yet cleared. ``needs_bit_fix`` says what to do: False, nothing; True, mask / sign-extend every strip; None (unknown: not worth a pass over the whole image
+    to find out), check each strip when it is used and correct only strips with a value outside the
+    Bits Stored range. :meth:`fix_strip` (used by :meth:`corrected` and the renderer's strip kernels)
+    does this; correcting a value inside the range changes nothing, so all three give the same values.
     """
 
     array: np.ndarray
     bits_stored: int
     signed: bool
-    needs_bit_fix: bool
+    needs_bit_fix: bool | None
     _min: int | None = field(default=None, repr=False)  # cached value_min(), when already known
     _max: int | None = field(default=None, repr=False)  # cached value_max()
 
+    @property
+    def _stored_range(self) -> tuple[int, int]:
+        if self.signed:
+            return -(1 << (self.bits_stored - 1)), (1 << (self.bits_stored - 1)) - 1
+        return 0, (1 << self.bits_stored) - 1
+
+    def bounds(self) -> tuple[int, int]:
+        """(low, high) containing every corrected stored value. Where the unused bits are corrected
+        (``needs_bit_fix`` True or None) the values lie in the Bits Stored range, which is used without a
+        pass over the pixels (unless min/max are known); otherwise (decoded arrays, full-width data)
+        the actual min and max, computed once."""
+        if self.needs_bit_fix is False:
+            return self.value_min(), self.value_max()
+        low, high = self._stored_range
+        return (low if self._min is None else self._min), (high if self._max is None else self._max)
+
     def fix_strip(self, strip: np.ndarray) -> np.ndarray:
         """Stored values of ``strip`` (rows of :attr:`array`) with the unused high bits corrected."""
-        if not self.needs_bit_fix:
+        if self.needs_bit_fix is False:
             return strip
+        if self.needs_bit_fix is None:  # one read-only check of the (cache-hot) strip
+            low, high = self._stored_range
+            if int(strip.max()) <= high and (not self.signed or int(strip.min()) >= low):
+                return strip
         shift = strip.dtype.itemsize * 8 - self.bits_stored
         if self.signed:  # sign-extend from bit (bits_stored - 1)
             out = np.left_shift(strip, shift)
@@ -113,7 +135,7 @@ class StoredPixels:
 
     def corrected(self) -> np.ndarray:
         """The whole array with the unused bits corrected (a new array when a fix was needed)."""
-        return self.fix_strip(self.array) if self.needs_bit_fix else self.array
+        return self.array if self.needs_bit_fix is False else self.fix_strip(self.array)
 
     def value_min(self) -> int:
         """The smallest (corrected) stored value; computed once (one pass over the pixels)."""
@@ -360,30 +382,26 @@ def decode_stored(ds: Dataset, info: ImageInfo, path: str | os.PathLike[str] | N
     """Decode the (first) frame's stored values: [H, W] for greyscale, [H, W, 3] (RGB) for colour.
 
     Little-endian uncompressed greyscale data is returned as a zero-copy read-only view of the file's
-    bytes with ``needs_bit_fix`` set when Bits Stored < Bits Allocated (the caller corrects the unused
-    bits strip by strip); everything else goes through the chosen pydicom plugin.
+    bytes with ``needs_bit_fix`` None when Bits Stored < Bits Allocated (the caller checks and corrects
+    the unused bits strip by strip, see :class:`StoredPixels`); everything else goes through the chosen
+    pydicom plugin.
     """
     where = describe_source(path)
     index = 0 if info.frames > 1 else None
-    known: tuple[int | None, int | None] = (None, None)  # (min, max) of the stored values, where computed
-    fix = False
+    fix: bool | None = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if info.plugin == NATIVE and info.transfer_syntax in _LITTLE_ENDIAN_NATIVE and info.is_grey:
                 arr = _native_view(ds, info, where)
-                # unused high bits only need clearing when some value lies outside the Bits Stored range
-                # (one fast min/max pass instead of a mask over every strip)
-                if info.bits_stored < info.bits_allocated:
-                    raw_min = int(arr.min()) if info.signed else None
-                    raw_max = int(arr.max())
-                    fix = raw_max > info.stored_max or (raw_min is not None and raw_min < info.stored_min)
-                    if not fix:  # the range of the values is known now: the renderer may reuse it
-                        known = (raw_min, raw_max)
+                # unused high bits only need clearing where some value lies outside the Bits Stored
+                # range: checked strip by strip when the pixels are used (no pass over the image here)
+                fix = None if info.bits_stored < info.bits_allocated else False
             else:
                 plugin = "" if info.plugin == NATIVE else info.plugin
                 arr = _pixel_array(ds, index=index, decoding_plugin=plugin)
-                fix = False
+                # the same strip check as uncompressed data, so that both give bit-identical renderings
+                fix = None if info.is_grey and arr.dtype.itemsize * 8 > info.bits_stored else False
     except DicomInputError:
         raise
     except MemoryError:
@@ -395,9 +413,7 @@ def decode_stored(ds: Dataset, info: ImageInfo, path: str | os.PathLike[str] | N
         raise CorruptPixelDataError(
             where, f"decoded pixel data has shape {arr.shape}, but Rows/Columns/Samples say {expected}"
         )
-    return StoredPixels(
-        array=arr, bits_stored=info.bits_stored, signed=info.signed, needs_bit_fix=fix, _min=known[0], _max=known[1]
-    )
+    return StoredPixels(array=arr, bits_stored=info.bits_stored, signed=info.signed, needs_bit_fix=fix)
 
 
 def _native_view(ds: Dataset, info: ImageInfo, where: str) -> np.ndarray:
@@ -409,12 +425,13 @@ def _native_view(ds: Dataset, info: ImageInfo, where: str) -> np.ndarray:
     a trailing padding byte: ignored).
     """
     data = ds.PixelData
+    size = len(data)
     itemsize = info.bits_allocated // 8
     expected = info.rows * info.columns * itemsize * info.frames
-    if len(data) < expected:
+    if size < expected:
         raise TruncatedPixelDataError(
             where,
-            f"has truncated pixel data: The number of bytes of pixel data is less than expected ({len(data)} vs "
+            f"has truncated pixel data: The number of bytes of pixel data is less than expected ({size} vs "
             f"{expected} bytes) - the dataset may be corrupted, have an invalid group 0028 element value, or the "
             "transfer syntax may be incorrect (an incomplete copy or transfer?)",
         )

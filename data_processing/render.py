@@ -466,7 +466,7 @@ def _integer_window(
     change nothing and picks the narrowest accumulators. ``float_reduce`` (the float path's box stage)
     serves box factors too large for 32-bit sums.
     """
-    vmin, vmax = stored.value_min(), stored.value_max()
+    vmin, vmax = stored.bounds()  # contains every value (no pass over the pixels just for this)
     q = 1 if linear.lo == math.floor(linear.lo) and linear.hi == math.floor(linear.hi) else 2
     lo, hi = _snap(q * linear.lo), _snap(q * linear.hi)  # window edges in units of 1/q stored value
     if q == 2 and (lo != math.floor(lo) or hi != math.floor(hi)):
@@ -541,7 +541,7 @@ def _integer_window(
             return buf
 
         def sums(low: int, high: int, count: bool = False) -> np.ndarray:
-            untouched = q == 1 and base == 0 and not signed and pad is None and not stored.needs_bit_fix
+            untouched = q == 1 and base == 0 and not signed and pad is None and stored.needs_bit_fix is False
             if untouched and not clip and (low, high) == (cl, ch):  # sum the stored values themselves
                 return box_sums(src, k, None, max_value=ch)
             return box_sums(

@@ -288,6 +288,21 @@ def test_unused_high_bits_are_ignored(tmp_path) -> None:
     assert np.array_equal(a.display, b.display)
 
 
+def test_unused_high_bits_in_some_strips_only(tmp_path) -> None:
+    """The bits are checked strip by strip: junk in a band of rows is cleared there and nowhere else."""
+    x = ramp(1200, 64, 0, 4095)
+    junk = x.copy()
+    junk[700:720] |= np.uint16(0x5000)  # overlay bits in 20 rows, inside one strip of the box stage
+    for resolution in (None, 64):
+        options = RenderOptions(resolution=resolution)
+        clean = render_dicom(make_dicom(tmp_path / "c.dcm", x, bits_stored=12, window=(2000, 3000)), options)
+        dirty = render_dicom(
+            make_dicom(tmp_path / "d.dcm", x, bits_stored=12, window=(2000, 3000), raw_pixel_bytes=junk.astype("<u2").tobytes()),
+            options,
+        )
+        assert np.array_equal(clean.display, dirty.display), resolution
+
+
 def test_sixteen_bit_output_and_eight_bit_quantisation(tmp_path) -> None:
     x = ramp(64, 32, 0, 65535)
     path = make_dicom(tmp_path / "q.dcm", x, window=(32768, 65536))
