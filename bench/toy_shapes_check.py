@@ -1,14 +1,18 @@
 """Does a short CPU run learn the toy two-class dataset? Trains a conditional StyleGAN2 on 32x32 discs vs
-squares, then classifies the conditional fakes by a simple measurable criterion and prints the accuracy.
+squares, then judges the conditional fakes by measurable criteria and prints them per snapshot.
 
     python bench/toy_shapes_check.py --workdir /tmp/toy --kimg 60
 
-Criterion: threshold a fake at mid-grey, take the bounding box of the bright pixels and its fill ratio
-(bright area / box area): a disc fills pi/4 ~ 0.785 of its box, a square ~ 1.0, so a fill ratio above
-0.89 says "square". The same criterion is applied to real images as a sanity check (should be ~100%).
-Also printed: each class's mean fill ratio and the threshold-free AUC P(fill of a "square" fake > fill of
-a "disc" fake) (0.5 = no class difference, 1 = perfectly ordered). ``--evaluate RUN_DIR`` only scores
-the snapshots of an earlier run.
+Main criterion ("right shape"): a fake is right when it has a shape at all (at least 4 pixels brighter
+than mid-grey) and a small CNN trained on the REAL images only (``bench/shape_classifier.py``; its
+accuracy on held-out reals is printed) says it is its conditioning class. 50 % is chance; a generator
+that ignores the class cannot beat it on both classes at once.
+
+Secondary, threshold-free: the fill ratio of the bright pixels' bounding box (a disc fills pi/4 ~ 0.785
+of its box, a square ~ 1.0) and its AUC P(fill of a class-1 fake > fill of a class-0 fake) (0.5 = no
+class difference, 1 = perfectly ordered); also the older fixed-threshold fill rule (fill > 0.89 means
+square), which is strict on rounded corners. ``--evaluate RUN_DIR`` only scores the snapshots of an
+earlier run.
 The fakes grid (one row per class: discs, squares, alternating) is saved as ``toy_fakes.png``.
 """
 
@@ -27,7 +31,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_toy_shapes import make_toy_shapes  # noqa: E402
+from make_toy_shapes import CLASS_NAMES, make_toy_shapes  # noqa: E402
+from shape_classifier import ShapeNet, predict, train_shape_classifier  # noqa: E402
 
 from stylegan2_ada.checkpoint import load_checkpoint  # noqa: E402
 from stylegan2_ada.training import cli  # noqa: E402
@@ -61,10 +66,17 @@ def auc(neg: np.ndarray, pos: np.ndarray) -> float:
     return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
+def load_reals(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All toy images [N, H, W] uint8 and their classes [N] (from the folder names)."""
+    paths = sorted(data.glob("*/*.png"))
+    images = np.stack([np.asarray(Image.open(p)) for p in paths])
+    return images, np.array([CLASS_NAMES.index(p.parent.name) for p in paths])
+
+
 @torch.no_grad()
-def fake_accuracy(G: torch.nn.Module, per_class: int = 128, seed: int = 123) -> tuple[float, dict, np.ndarray]:
-    """Accuracy of "right shape per class" over ``per_class`` fakes of each class, plus per-class
-    accuracy, mean fill ratios and the threshold-free AUC of the fill ratio; also returns the images."""
+def fake_accuracy(G: torch.nn.Module, judge: ShapeNet, per_class: int = 128, seed: int = 123) -> tuple[float, dict, np.ndarray]:
+    """"Right shape" rate over ``per_class`` fakes of each class (see the module docstring), with per-class
+    rates, the fixed-threshold fill rule, mean fill ratios and the fill AUC; also returns the images."""
     g = torch.Generator().manual_seed(seed)
     info: dict = {}
     imgs, fills = [], []
@@ -72,8 +84,9 @@ def fake_accuracy(G: torch.nn.Module, per_class: int = 128, seed: int = 123) -> 
         z = torch.randn([per_class, G.z_dim], generator=g)
         c = torch.nn.functional.one_hot(torch.full([per_class], cls), 2).float()
         img = G(z, c, noise_mode="const").clamp(-1, 1)[:, 0].numpy()  # [N, H, W]
-        info[cls] = float((classify(img) == cls).mean())
         fill = fill_ratios(img)
+        info[cls] = float(((predict(judge, img) == cls) & ~np.isnan(fill)).mean())
+        info[f"rule{cls}"] = float((classify(img) == cls).mean())
         info[f"fill{cls}"] = float(np.nanmean(fill)) if not np.isnan(fill).all() else None
         imgs.append(img)
         fills.append(fill)
@@ -81,39 +94,51 @@ def fake_accuracy(G: torch.nn.Module, per_class: int = 128, seed: int = 123) -> 
     return (info[0] + info[1]) / 2, info, np.stack(imgs)
 
 
-def evaluate(snapshots: list[Path]) -> list[dict]:
+def evaluate(snapshots: list[Path], judge: ShapeNet) -> list[dict]:
     curve = []
     for snap in snapshots:
         ck = load_checkpoint(snap)
-        acc_s, info, _ = fake_accuracy(ck.networks["G_ema"])
-        row = {"kimg": ck.metadata["training_state"]["cur_nimg"] / 1000, "fake_acc": acc_s, "disc": info[0],
-               "square": info[1], "fill_disc": info["fill0"], "fill_square": info["fill1"], "fill_auc": info["auc"]}
+        acc_s, info, _ = fake_accuracy(ck.networks["G_ema"], judge)
+        row = {"kimg": ck.metadata["training_state"]["cur_nimg"] / 1000, "right_shape": acc_s, "disc": info[0],
+               "square": info[1], "fill_rule": (info["rule0"] + info["rule1"]) / 2, "fill_disc": info["fill0"],
+               "fill_square": info["fill1"], "fill_auc": info["auc"]}
         curve.append(row)
+        fd = "-" if info["fill0"] is None else f"{info['fill0']:.3f}"
+        fs = "-" if info["fill1"] is None else f"{info['fill1']:.3f}"
         print(f"snapshot {snap.name}: right shape {acc_s:.3f} (disc {info[0]:.3f}, square {info[1]:.3f}); "
-              f"mean fill disc {info['fill0']}, square {info['fill1']}; fill AUC {info['auc']:.3f}")
+              f"fill rule {row['fill_rule']:.3f}; mean fill disc {fd}, square {fs}; fill AUC {info['auc']:.3f}")
     return curve
+
+
+def make_judge(data: Path) -> tuple[ShapeNet, dict]:
+    """Train the shape classifier on the reals; also score the fill rule on them (sanity checks)."""
+    reals, real_cls = load_reals(data)
+    judge, holdout_acc = train_shape_classifier(reals, real_cls)
+    rule_acc = float((classify(reals / 127.5 - 1) == real_cls).mean())
+    print(f"shape classifier on held-out real images: {holdout_acc:.3f}; fill rule on real images: {rule_acc:.3f}")
+    return judge, {"classifier_holdout_acc": holdout_acc, "fill_rule_real_acc": rule_acc}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, help="where the data and runs go (required unless --evaluate)")
     ap.add_argument("--kimg", type=float, default=40)
     ap.add_argument("--count", type=int, default=1000, help="training images per class")
     ap.add_argument("--evaluate", type=Path, help="only evaluate the snapshots of this run folder")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py options")
     a = ap.parse_args()
     if a.evaluate is not None:
-        evaluate(sorted(a.evaluate.glob("network-snapshot-*.safetensors")))
+        opts = json.loads((a.evaluate / "training_options.json").read_text())
+        judge, _ = make_judge(Path(opts["data"]))
+        evaluate(sorted(a.evaluate.glob("network-snapshot-*.safetensors")), judge)
         return
+    if a.workdir is None:
+        ap.error("--workdir is required unless --evaluate is given")
 
     data = a.workdir / "toy_shapes"
     if not (data / "dataset.json").exists():
         make_toy_shapes(data, a.count, 32)
-    sample = sorted(data.glob("*/*.png"))[:: max(a.count // 100, 1)]  # ~200 real images, both classes
-    reals = np.stack([np.asarray(Image.open(p)) for p in sample])  # [N, H, W] uint8
-    real_cls = np.array([0 if p.parent.name == "disc" else 1 for p in sample])
-    real_acc = float((classify(reals / 127.5 - 1) == real_cls).mean())
-    print(f"criterion on real images: {real_acc:.3f}")
+    judge, sanity = make_judge(data)
 
     # Small networks and a gentler D (dlr 0.001, gamma 0.1, batch 32) so that a CPU learns something in minutes.
     args = ["--outdir", str(a.workdir / "runs"), "--data", str(data), "--cond=1", "--batch", "32", "--cbase", "1024",
@@ -122,15 +147,15 @@ def main() -> None:
     t0 = time.time()
     result = cli.main(args, standalone_mode=False)
     minutes = (time.time() - t0) / 60
-    curve = evaluate(result.snapshots)
+    curve = evaluate(result.snapshots, judge)
     G = load_checkpoint(result.snapshots[-1]).networks["G_ema"]
-    acc, info, imgs = fake_accuracy(G)
+    acc, info, imgs = fake_accuracy(G, judge)
     gw = 16
     grid = np.concatenate([imgs[0][:gw * 4].reshape(4, gw, 32, 32), imgs[1][:gw * 4].reshape(4, gw, 32, 32)])  # [8, gw, H, W]
     grid = grid.reshape(2, 4, gw, 32, 32).transpose(1, 0, 2, 3, 4).reshape(8 * gw, 1, 32, 32)  # rows alternate class
     save_image_grid(grid, a.workdir / "toy_fakes.png", (gw, 8))
-    summary = {"kimg": result.state.cur_nimg / 1000, "train_minutes": round(minutes, 2), "real_criterion_acc": real_acc,
-               "fake_acc": acc, "fake_acc_disc": info[0], "fake_acc_square": info[1], "fill_auc": info["auc"], "curve": curve,
+    summary = {"kimg": result.state.cur_nimg / 1000, "train_minutes": round(minutes, 2), **sanity,
+               "right_shape": acc, "right_disc": info[0], "right_square": info[1], "fill_auc": info["auc"], "curve": curve,
                "run_dir": str(result.run_dir), "grid": str(a.workdir / "toy_fakes.png")}
     print(json.dumps(summary, indent=2))
 
