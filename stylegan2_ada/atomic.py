@@ -2,9 +2,10 @@
 
 Every output the toolkit writes (snapshots, image grids, generated images, JSON, converted PNGs, reports)
 goes through :func:`atomic_write` or, for writers that need a path of their own, :func:`atomic_path`: the
-data goes to a hidden temporary file in the destination folder, is flushed to disk, gets the usual
-permissions (``0o666`` minus the umask; temporary files are created ``0o600``) and is renamed over the
-destination. On any error the temporary file is removed and the destination is left untouched.
+data goes to a hidden temporary file in the destination folder, is optionally forced to disk (fsync),
+gets the usual permissions (``0o666`` minus the umask; temporary files are created ``0o600``) and is
+renamed over the destination. On any error the temporary file is removed and the destination is left
+untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ __all__ = ["atomic_path", "atomic_write", "default_file_mode", "write_json_atomi
 
 
 def default_file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give a new file: ``0o666`` minus the umask."""
+    """The permissions a plain ``open(path, "w")`` would give a new file: ``0o666`` minus the umask.
+
+    The umask is read from ``/proc/self/status`` where the system has it; elsewhere it is read by
+    setting and restoring it (which would briefly affect files other threads create meanwhile).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

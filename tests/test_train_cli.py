@@ -50,6 +50,16 @@ def test_dry_run_resolves_preset_with_overrides(tmp_path: Path, shapes: Path, ca
     assert not (tmp_path / "o").exists()  # a dry run creates nothing
 
 
+def test_default_workers_fit_the_cpus(tmp_path: Path, shapes: Path, monkeypatch) -> None:
+    base = ["--outdir", str(tmp_path), "--data", str(shapes), "--device", "cpu", "-n"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert run(base).workers == 2  # upstream's 3, capped by the 2 CPUs (torch warns above that)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert run(base).workers == 3
+    assert run(base + ["--workers", "5"]).workers == 5  # an explicit choice is kept
+    assert run(base + ["--workers", "0"]).workers == 0
+
+
 def test_cond_flag_accepts_upstream_spelling(tmp_path: Path, shapes: Path) -> None:
     base = ["--outdir", str(tmp_path), "--data", str(shapes), "--device", "cpu", "-n"]
     assert run(base + ["--cond=1"]).c_dim == 2

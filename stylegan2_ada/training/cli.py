@@ -67,7 +67,8 @@ def core_options() -> list[click.Option]:
         _bool_opt("--fp32", help="Disable mixed precision (fp16 only ever runs on CUDA)."),
         O(["--metrics"], default="none", show_default=True, help="Quality metrics: only `none` (not implemented yet)."),
         O(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
-        O(["--workers"], type=int, default=3, show_default=True, help="DataLoader worker processes."),
+        O(["--workers"], type=int, default=None,
+          help="DataLoader worker processes [default: 3, at most the CPUs this process may use]."),
         O(["--device"], type=click.Choice(DEVICES), help="Device [default: cuda when available, else cpu]."),
         O(["--plugin"], multiple=True, metavar="NAME", help="Enable a plugin (repeatable): built-in name, "
                                                             "entry point name or dotted module path."),

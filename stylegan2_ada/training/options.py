@@ -42,6 +42,15 @@ class Preset:
     map: int
 
 
+def default_workers() -> int:
+    """Upstream's 3 DataLoader workers, but no more than the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(3, cpus))
+
+
 def preset(cfg: str, resolution: int, gpus: int) -> Preset:
     """The preset ``cfg`` for square images of ``resolution`` trained on ``gpus`` processes."""
     if cfg == "auto":
@@ -69,7 +78,7 @@ CLI_DEFAULTS: dict[str, Any] = {
     "snap": 50, "tick": 4.0, "cfg": "auto", "gamma": None, "cbase": None, "cmax": None, "map_depth": None,
     "glr": None, "dlr": None, "mbstd_group": None, "aug": "ada", "p": None, "target": None, "augpipe": "bgc",
     "ada_kimg": None, "mirror": False, "subset": None, "resume": None, "freezed": 0, "fp32": False,
-    "metrics": "none", "seed": 0, "workers": 3, "device": None, "plugin": (), "desc": None, "dry_run": False,
+    "metrics": "none", "seed": 0, "workers": None, "device": None, "plugin": (), "desc": None, "dry_run": False,
 }
 
 
@@ -255,7 +264,7 @@ def check_cli(raw: Mapping[str, Any]) -> None:
         raise OptionsError(f"--gamma must be >= 0, got {raw['gamma']}")
     if raw.get("freezed", 0) < 0:
         raise OptionsError("--freezed must be >= 0")
-    if raw.get("workers", 0) < 0:
+    if (raw.get("workers") or 0) < 0:
         raise OptionsError("--workers must be >= 0")
     if raw.get("subset") is not None and raw["subset"] < 1:
         raise OptionsError("--subset must be at least 1")
@@ -392,7 +401,7 @@ def resolve_options(raw: Mapping[str, Any], dataset: DatasetInfo, *, resume: Res
         augpipe=raw["augpipe"], ada_kimg=ada_kimg,
         resume=resume.path if resume is not None else None, resume_format=resume.format if resume else None,
         freezed=int(raw["freezed"]), fp32=fp32, num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256,
-        metrics=[], seed=int(raw["seed"]), workers=int(raw["workers"]),
+        metrics=[], seed=int(raw["seed"]), workers=default_workers() if raw["workers"] is None else int(raw["workers"]),
         device=device if device is not None else resolve_device(raw["device"]),
         plugins=list(raw["plugin"] or ()), plugin_options=dict(plugin_options or {}), dry_run=bool(raw["dry_run"]),
     )
