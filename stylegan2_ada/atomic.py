@@ -37,6 +37,18 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _temp_beside(path: str) -> tuple[int, str]:
+    """A new hidden temporary file in ``path``'s folder (created if needed): (open fd, its path)."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[str]:
     """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` atomically.
@@ -45,9 +57,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     is created if needed.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         yield tmp
@@ -57,8 +67,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
@@ -68,11 +77,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
     ``fsync=True`` also forces the data to disk before the rename (snapshots, datasets); small,
     re-creatable outputs skip it for speed.
     """
-    with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as file:
-        write(file)
-        if fsync:
+    path = os.fspath(path)
+    fd, tmp = _temp_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
             file.flush()
-            os.fsync(file.fileno())
+            if fsync:
+                os.fsync(file.fileno())
+            if hasattr(os, "fchmod"):
+                os.fchmod(file.fileno(), default_file_mode())
+        if not hasattr(os, "fchmod"):  # pragma: no cover - Windows before Python 3.13
+            os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
