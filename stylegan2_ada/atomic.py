@@ -3,8 +3,7 @@
 Every output the toolkit writes (snapshots, image grids, generated images, JSON, converted PNGs, reports)
 goes through :func:`atomic_write` or, for writers that need a path of their own, :func:`atomic_path`: the
 data goes to a hidden temporary file in the destination folder, is optionally forced to disk (fsync),
-gets the usual permissions (``0o666`` minus the umask; temporary files are created ``0o600``) and is
-renamed over the destination. On any error the temporary file is removed and the destination is left
+gets the usual permissions (``0o666`` minus the umask) and is renamed over the destination. On any error the temporary file is removed and the destination is left
 untouched.
 """
 
@@ -13,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = ["atomic_path", "atomic_write", "default_file_mode", "write_json_atomic"]
@@ -38,10 +37,21 @@ def default_file_mode() -> int:
 
 
 def _temp_beside(path: str) -> tuple[int, str]:
-    """A new hidden temporary file in ``path``'s folder (created if needed): (open fd, its path)."""
+    """A new hidden temporary file in ``path``'s folder (created if needed): (open fd, its path).
+
+    Created like ``mkstemp`` (exclusive, unpredictable name) but with mode ``0o666``, so the umask gives
+    it the usual permissions and nothing has to fix them afterwards.
+    """
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _discard(tmp: str) -> None:
@@ -64,7 +74,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         if fsync:
             with open(tmp, "rb+") as file:
                 os.fsync(file.fileno())
-        os.chmod(tmp, default_file_mode())
+        os.chmod(tmp, default_file_mode())  # some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     except BaseException:
         _discard(tmp)
@@ -85,10 +95,6 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
             file.flush()
             if fsync:
                 os.fsync(file.fileno())
-            if hasattr(os, "fchmod"):
-                os.fchmod(file.fileno(), default_file_mode())
-        if not hasattr(os, "fchmod"):  # pragma: no cover - Windows before Python 3.13
-            os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         _discard(tmp)
