@@ -10,12 +10,18 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+FIXTURE_PKL = FIXTURES / "upstream-c2-32px.pkl"
+FIXTURE_NPZ = FIXTURES / "upstream-c2-32px.npz"
+needs_fixture = pytest.mark.skipif(
+    not (FIXTURE_PKL.is_file() and FIXTURE_NPZ.is_file()),
+    reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
+)
 
 
 @pytest.fixture(scope="session")
 def upstream_npz() -> dict[str, np.ndarray]:
     """Reference outputs of NVIDIA's stylegan2-ada-pytorch (see ../shared/fixtures/README.md)."""
-    path = FIXTURES / "upstream-c2-32px.npz"
+    path = FIXTURE_NPZ
     if not path.exists():
         pytest.skip(f"upstream reference fixtures not found at {path} (they live beside the project, in ../shared)")
     with np.load(path) as data:
@@ -24,7 +30,7 @@ def upstream_npz() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def upstream_pkl_path() -> Path:
-    path = FIXTURES / "upstream-c2-32px.pkl"
+    path = FIXTURE_PKL
     if not path.exists():
         pytest.skip(f"upstream reference snapshot not found at {path} (it lives beside the project, in ../shared)")
     return path

@@ -19,13 +19,7 @@ from torch import nn
 from stylegan2_ada import checkpoint as ckpt
 from stylegan2_ada import legacy_pickle as lp
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-FIXTURE_PKL = FIXTURES / "upstream-c2-32px.pkl"
-FIXTURE_NPZ = FIXTURES / "upstream-c2-32px.npz"
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE_PKL.is_file() and FIXTURE_NPZ.is_file()),
-    reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
-)
+from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 
 networks_mod = pytest.importorskip("stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet")
 augment_mod = pytest.importorskip("stylegan2_ada.augment", reason="stylegan2_ada/augment.py not written yet")

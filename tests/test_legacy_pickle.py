@@ -26,13 +26,7 @@ import torch
 from stylegan2_ada import legacy_pickle as lp
 from stylegan2_ada.checkpoint import load_checkpoint
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-FIXTURE_PKL = FIXTURES / "upstream-c2-32px.pkl"
-FIXTURE_NPZ = FIXTURES / "upstream-c2-32px.npz"
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE_PKL.is_file() and FIXTURE_NPZ.is_file()),
-    reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
-)
+from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers: stand-ins for upstream's torch_utils.persistence and dnnlib.util, so that pickles are

@@ -22,7 +22,6 @@ from stylegan2_ada.training import cli
 from stylegan2_ada.training.snapshots import list_snapshots, load_resume_checkpoint
 
 PLUGIN = "sg2_training_support.extra_loss"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -154,10 +153,8 @@ def test_crash_while_writing_a_snapshot_leaves_the_previous_one_intact(tmp_path:
     assert Path(ckpt.path) == old
 
 
-def test_resume_from_upstream_pkl_takes_the_weights(tmp_path: Path) -> None:
-    pkl = FIXTURES / "upstream-c2-32px.pkl"
-    if not pkl.is_file():
-        pytest.skip(f"upstream fixture not available ({pkl}; needs the shared/ folder beside the project)")
+def test_resume_from_upstream_pkl_takes_the_weights(tmp_path: Path, upstream_pkl_path: Path) -> None:
+    pkl = upstream_pkl_path
     up = load_checkpoint(pkl)
     data = make_shapes(tmp_path / "shapes32", n=4, res=32)
     # The fixture's architecture: cbase 512, cmax 64, map 2, c_dim 2, 1 channel (z/w 64 come from the pkl).
