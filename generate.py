@@ -27,33 +27,92 @@ def _seeds_option(ctx: click.Context, param: click.Parameter, value: str) -> lis
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", "network", required=True, metavar="PATH",
-              help="Network file: our .safetensors checkpoint or an upstream stylegan2-ada-pytorch .pkl.")
-@click.option("--seeds", required=True, callback=_seeds_option, metavar="LIST",
-              help="Seeds, e.g. '0-3,10' (ranges inclusive).")
+@click.option(
+    "--network",
+    "network",
+    required=True,
+    metavar="PATH",
+    help="Network file: our .safetensors checkpoint or an upstream stylegan2-ada-pytorch .pkl.",
+)
+@click.option(
+    "--seeds",
+    required=True,
+    callback=_seeds_option,
+    metavar="LIST",
+    help="Seeds, e.g. '0-3,10' (ranges inclusive).",
+)
 @click.option("--outdir", required=True, metavar="DIR", help="Output folder (created if needed).")
-@click.option("--class", "class_idx", type=int, default=None, metavar="K",
-              help="Class index, required for conditional networks.")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, metavar="PSI",
-              help="Truncation psi.")
-@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True,
-              help="Noise: fixed per layer, random (reproducible per seed), or none.")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
-              help="Images per forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="Device [default: cuda if available, else cpu].")
+@click.option(
+    "--class",
+    "class_idx",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Class index, required for conditional networks.",
+)
+@click.option(
+    "--trunc",
+    "truncation_psi",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="PSI",
+    help="Truncation psi.",
+)
+@click.option(
+    "--noise-mode",
+    type=click.Choice(NOISE_MODES),
+    default="const",
+    show_default=True,
+    help="Noise: fixed per layer, random (reproducible per seed), or none.",
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    metavar="N",
+    help="Images per forward pass.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Device [default: cuda if available, else cpu].",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def main(network: str, seeds: list[int], outdir: str, class_idx: int | None, truncation_psi: float,
-         noise_mode: str, batch_size: int, device: str | None, quiet: bool) -> None:
+def main(
+    network: str,
+    seeds: list[int],
+    outdir: str,
+    class_idx: int | None,
+    truncation_psi: float,
+    noise_mode: str,
+    batch_size: int,
+    device: str | None,
+    quiet: bool,
+) -> None:
     """Generate one PNG per seed, plus manifest.json, in OUTDIR."""
     try:
-        result = generate_images(network, seeds, outdir, class_idx=class_idx, truncation_psi=truncation_psi,
-                                 noise_mode=noise_mode, batch_size=batch_size, device=device, progress=not quiet)
+        result = generate_images(
+            network,
+            seeds,
+            outdir,
+            class_idx=class_idx,
+            truncation_psi=truncation_psi,
+            noise_mode=noise_mode,
+            batch_size=batch_size,
+            device=device,
+            progress=not quiet,
+        )
     except GenerationError as exc:
         if exc.param:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Wrote {len(result.files)} images and {result.manifest_path.name} to {result.manifest_path.parent}")
+    click.echo(
+        f"Wrote {len(result.files)} images and {result.manifest_path.name} to {result.manifest_path.parent}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,25 +41,29 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    print(f"AugmentPipe '{args.spec}' {args.res}x{args.res} batch {args.batch} on {device} "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    print(
+        f"AugmentPipe '{args.spec}' {args.res}x{args.res} batch {args.batch} on {device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
     for channels in (1, 3):
         for p in (0.0, 0.2, 1.0):
             pipe = make_augment_pipe(args.spec, p=p).to(device)
             x = torch.rand(args.batch, channels, args.res, args.res, device=device) * 2 - 1
 
-            def forward() -> None:
+            def forward(pipe=pipe, x=x) -> None:
                 with torch.no_grad():
                     pipe(x)
 
-            def double_backward() -> None:
+            def double_backward(pipe=pipe, x=x) -> None:
                 xr = x.detach().requires_grad_(True)
                 (g,) = torch.autograd.grad(pipe(xr).square().sum(), xr, create_graph=True)
                 g.square().sum().backward()
 
             fwd = _time_ms(forward, device, args.repeats)
             dbl = _time_ms(double_backward, device, args.repeats)
-            print(f"  C={channels} p={p:.1f}: forward {fwd:7.2f} ms/batch, forward+double-backward {dbl:7.2f} ms/batch")
+            print(
+                f"  C={channels} p={p:.1f}: forward {fwd:7.2f} ms/batch, forward+double-backward {dbl:7.2f} ms/batch"
+            )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ def synthetic_film(size: int, seed: int) -> np.ndarray:
     """A radiograph-like 12-bit image [size, size]: smooth anatomy-ish blobs plus noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = 1800 + 900 * np.sin(6 * xx + seed) * np.cos(4 * yy) + 600 * np.exp(-((xx - 0.5) ** 2 + (yy - 0.45) ** 2) * 20)
+    img = (
+        1800
+        + 900 * np.sin(6 * xx + seed) * np.cos(4 * yy)
+        + 600 * np.exp(-((xx - 0.5) ** 2 + (yy - 0.45) ** 2) * 20)
+    )
     img += rng.normal(0, 40, (size, size)).astype(np.float32)
     return np.clip(img, 0, 4095).astype(np.uint16)
 
@@ -125,7 +129,13 @@ def ours_in_process(paths: list[str], outdir: str, options: RenderOptions) -> tu
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-STAGES = ("read data set (dcmread)", "checks + pixel view", "render (grey, box, Lanczos)", "PNG encode", "PNG write")
+STAGES = (
+    "read data set (dcmread)",
+    "checks + pixel view",
+    "render (grey, box, Lanczos)",
+    "PNG encode",
+    "PNG write",
+)
 
 
 def stage_times(paths: list[str], outdir: str, options: RenderOptions) -> list[float]:
@@ -182,7 +192,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--workdir", default=None, help="where to write the DICOMs and PNGs (default: a temp folder)")
+    parser.add_argument(
+        "--workdir", default=None, help="where to write the DICOMs and PNGs (default: a temp folder)"
+    )
     parser.add_argument("--transfer-syntax", choices=("native", "j2k"), default="native")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each measurement")
     args = parser.parse_args()
@@ -212,13 +224,17 @@ def main() -> None:
         ours0 = best_pair(ours_in_process, paths, os.path.join(work, "png_inproc"), options)
         stages = [
             min(v)
-            for v in zip(*(stage_times(paths, os.path.join(work, "png_stages"), options) for _ in range(args.repeats)))
+            for v in zip(
+                *(stage_times(paths, os.path.join(work, "png_stages"), options) for _ in range(args.repeats))
+            )
         ]
         bare2 = best(bare_decode_parallel, paths, 2)
         wall = {w: best(ours_command, src, os.path.join(work, f"png_cmd{w}"), options, w) for w in (1, 2)}
         for w in (1, 2):
             shutil.rmtree(os.path.join(work, f"png_cmd{w}"), ignore_errors=True)
-        pool = {w: best_pair(ours_pool, paths, os.path.join(work, f"png_pool{w}"), options, w) for w in (1, 2)}
+        pool = {
+            w: best_pair(ours_pool, paths, os.path.join(work, f"png_pool{w}"), options, w) for w in (1, 2)
+        }
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
         print(f"\n{'measurement':<52}{'files/s':>10}{'ms/file':>10}{'CPU ms':>10}")

@@ -40,8 +40,19 @@ def _time(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
 def bench_train_step(device: torch.device, repeats: int) -> list[float]:
     torch.manual_seed(0)
     kw = dict(channel_base=4096, channel_max=512, num_fp16_res=4, conv_clamp=256)
-    G = Generator(z_dim=512, c_dim=2, w_dim=512, img_resolution=64, img_channels=1,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=kw).to(device).train()
+    G = (
+        Generator(
+            z_dim=512,
+            c_dim=2,
+            w_dim=512,
+            img_resolution=64,
+            img_channels=1,
+            mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=kw,
+        )
+        .to(device)
+        .train()
+    )
     D = Discriminator(c_dim=2, img_resolution=64, img_channels=1, **kw).to(device).train()
     z = torch.randn(8, 512, device=device)
     c = torch.nn.functional.one_hot(torch.arange(8, device=device) % 2, 2).float()
@@ -56,9 +67,15 @@ def bench_train_step(device: torch.device, repeats: int) -> list[float]:
 
 def bench_generation(device: torch.device, repeats: int) -> list[float]:
     torch.manual_seed(0)
-    G = Generator(z_dim=512, c_dim=2, w_dim=512, img_resolution=256, img_channels=1,
-                  mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256))
+    G = Generator(
+        z_dim=512,
+        c_dim=2,
+        w_dim=512,
+        img_resolution=256,
+        img_channels=1,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256),
+    )
     G = G.to(device).eval().requires_grad_(False)
     z = torch.randn(4, 512, device=device)
     c = torch.nn.functional.one_hot(torch.arange(4, device=device) % 2, 2).float()
@@ -81,13 +98,17 @@ def main() -> None:
     print(f"device={device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     if args.only in (None, "a"):
         t = bench_train_step(device, args.repeats)
-        print(f"(a) train step 64px batch 8: median {statistics.median(t):.3f} s  (min {min(t):.3f}, "
-              f"max {max(t):.3f}, n={len(t)})")
+        print(
+            f"(a) train step 64px batch 8: median {statistics.median(t):.3f} s  (min {min(t):.3f}, "
+            f"max {max(t):.3f}, n={len(t)})"
+        )
     if args.only in (None, "b"):
         t = bench_generation(device, args.repeats)
         ips = 4 / statistics.median(t)
-        print(f"(b) generation 256px batch 4: {ips:.2f} img/s  (median {statistics.median(t):.3f} s per batch, "
-              f"n={len(t)})")
+        print(
+            f"(b) generation 256px batch 4: {ips:.2f} img/s  (median {statistics.median(t):.3f} s per batch, "
+            f"n={len(t)})"
+        )
 
 
 if __name__ == "__main__":

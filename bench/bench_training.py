@@ -85,12 +85,18 @@ def measure(args: list[str], repeats: int, label: str) -> dict:
     step = sum(min(v) for v in loop_t) / CYCLE
     net = sum(min(v) for v in net_t) / CYCLE
     res = {
-        "config": label, "device": str(device), "batch": opts.batch, "sec_per_step": round(step, 4),
-        "sec_per_kimg": round(step * 1000 / opts.batch, 2), "networks_only_sec_per_step": round(net, 4),
-        "overhead_fraction": round(1 - net / step, 4), "augment_p": float(pipe.p) if pipe is not None else None,
+        "config": label,
+        "device": str(device),
+        "batch": opts.batch,
+        "sec_per_step": round(step, 4),
+        "sec_per_kimg": round(step * 1000 / opts.batch, 2),
+        "networks_only_sec_per_step": round(net, 4),
+        "overhead_fraction": round(1 - net / step, 4),
+        "augment_p": float(pipe.p) if pipe is not None else None,
         "G_params_M": round(sum(p.numel() for p in run.G.parameters()) / 1e6, 2),
         "D_params_M": round(sum(p.numel() for p in run.D.parameters()) / 1e6, 2),
-        "torch_threads": torch.get_num_threads(), "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "repeats": repeats,
     }
     print(json.dumps(res), flush=True)
     return res
@@ -114,21 +120,56 @@ def main() -> None:
     results = []
     if not a.skip_cpu:
         data = make_toy_shapes(work / "shapes64", count=64, res=64)
-        base = ["--outdir", str(work / "runs"), "--data", str(data), "--cond=1", "--cbase", "4096", "--cmax", "512",
-                "--map-depth", "2", "--batch", "8", "--device", "cpu", "--workers", str(a.workers)]
+        base = [
+            "--outdir",
+            str(work / "runs"),
+            "--data",
+            str(data),
+            "--cond=1",
+            "--cbase",
+            "4096",
+            "--cmax",
+            "512",
+            "--map-depth",
+            "2",
+            "--batch",
+            "8",
+            "--device",
+            "cpu",
+            "--workers",
+            str(a.workers),
+        ]
         results.append(measure(base + ["--aug", "ada"], a.repeats, "cpu 64x64 ada (p=0 at start)"))
-        results.append(measure(base + ["--aug", "fixed", "--p", "0.5", "--augpipe", "bgc"], a.repeats,
-                               "cpu 64x64 augment p=0.5 bgc"))
+        results.append(
+            measure(
+                base + ["--aug", "fixed", "--p", "0.5", "--augpipe", "bgc"],
+                a.repeats,
+                "cpu 64x64 augment p=0.5 bgc",
+            )
+        )
         results.append(measure(base + ["--aug", "noaug"], a.repeats, "cpu 64x64 noaug"))
     if a.cuda:
         if not torch.cuda.is_available():
             print("CUDA benchmark skipped: no CUDA device")
         else:
             data = make_toy_shapes(work / "shapes256", count=64, res=256)
-            base = ["--outdir", str(work / "runs"), "--data", str(data), "--cond=1", "--cfg", "auto", "--device", "cuda",
-                    "--workers", "3"]
+            base = [
+                "--outdir",
+                str(work / "runs"),
+                "--data",
+                str(data),
+                "--cond=1",
+                "--cfg",
+                "auto",
+                "--device",
+                "cuda",
+                "--workers",
+                "3",
+            ]
             results.append(measure(base + ["--aug", "ada"], a.repeats, "cuda 256x256 cfg auto ada"))
-            results.append(measure(base + ["--aug", "fixed", "--p", "0.5"], a.repeats, "cuda 256x256 cfg auto p=0.5"))
+            results.append(
+                measure(base + ["--aug", "fixed", "--p", "0.5"], a.repeats, "cuda 256x256 cfg auto p=0.5")
+            )
     print(json.dumps(results, indent=2))
 
 

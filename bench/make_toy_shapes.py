@@ -25,7 +25,9 @@ CLASS_NAMES = ("disc", "square")
 LAYOUTS = ("anywhere", "centred")
 
 
-def draw_shape(cls: int, res: int, rng: np.random.Generator, supersample: int = 4, layout: str = "anywhere") -> np.ndarray:
+def draw_shape(
+    cls: int, res: int, rng: np.random.Generator, supersample: int = 4, layout: str = "anywhere"
+) -> np.ndarray:
     """uint8 [res, res]: a white disc (cls 0) or axis-aligned square (cls 1) on black, anti-aliased
     (rendered at ``supersample`` x the resolution and box-filtered down); see the module docstring for
     ``layout``."""
@@ -47,7 +49,9 @@ def draw_shape(cls: int, res: int, rng: np.random.Generator, supersample: int = 
     return np.rint(cover * 255).astype(np.uint8)
 
 
-def make_toy_shapes(out: Path, count: int = 1000, res: int = 32, seed: int = 0, layout: str = "anywhere") -> Path:
+def make_toy_shapes(
+    out: Path, count: int = 1000, res: int = 32, seed: int = 0, layout: str = "anywhere"
+) -> Path:
     """``count`` images per class at ``res`` x ``res``; returns ``out``."""
     rng = np.random.default_rng(seed)
     labels = []

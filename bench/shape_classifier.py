@@ -23,10 +23,15 @@ class ShapeNet(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Linear(2 * width, 2)
 
@@ -53,8 +58,9 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def train_shape_classifier(images: np.ndarray, labels: np.ndarray, *, epochs: int = 8, seed: int = 0,
-                           holdout: float = 0.2) -> tuple[ShapeNet, float]:
+def train_shape_classifier(
+    images: np.ndarray, labels: np.ndarray, *, epochs: int = 8, seed: int = 0, holdout: float = 0.2
+) -> tuple[ShapeNet, float]:
     """images [N, H, W] uint8 reals, labels [N] in {0, 1} -> (classifier, accuracy on the held-out reals)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)  # [N, 1, H, W]

@@ -76,8 +76,10 @@ def load_reals(data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def fake_accuracy(G: torch.nn.Module, judge: ShapeNet, per_class: int = 128, seed: int = 123) -> tuple[float, dict, np.ndarray]:
-    """"Right shape" rate (the fill rule) over ``per_class`` fakes of each class (see the module docstring),
+def fake_accuracy(
+    G: torch.nn.Module, judge: ShapeNet, per_class: int = 128, seed: int = 123
+) -> tuple[float, dict, np.ndarray]:
+    """ "Right shape" rate (the fill rule) over ``per_class`` fakes of each class (see the module docstring),
     with per-class rates, the CNN's per-class rates, mean fill ratios and the fill AUC; also returns the
     images."""
     g = torch.Generator().manual_seed(seed)
@@ -102,15 +104,26 @@ def evaluate(snapshots: list[Path], judge: ShapeNet) -> list[dict]:
     for snap in snapshots:
         ck = load_checkpoint(snap)
         acc_s, info, _ = fake_accuracy(ck.networks["G_ema"], judge)
-        row = {"kimg": ck.metadata["training_state"]["cur_nimg"] / 1000, "right_shape": acc_s, "disc": info[0],
-               "square": info[1], "cnn": (info["cnn0"] + info["cnn1"]) / 2, "cnn_disc": info["cnn0"],
-               "cnn_square": info["cnn1"], "fill_disc": info["fill0"], "fill_square": info["fill1"], "fill_auc": info["auc"]}
+        row = {
+            "kimg": ck.metadata["training_state"]["cur_nimg"] / 1000,
+            "right_shape": acc_s,
+            "disc": info[0],
+            "square": info[1],
+            "cnn": (info["cnn0"] + info["cnn1"]) / 2,
+            "cnn_disc": info["cnn0"],
+            "cnn_square": info["cnn1"],
+            "fill_disc": info["fill0"],
+            "fill_square": info["fill1"],
+            "fill_auc": info["auc"],
+        }
         curve.append(row)
         fd = "-" if info["fill0"] is None else f"{info['fill0']:.3f}"
         fs = "-" if info["fill1"] is None else f"{info['fill1']:.3f}"
-        print(f"snapshot {snap.name}: right shape {acc_s:.3f} (disc {info[0]:.3f}, square {info[1]:.3f}); "
-              f"mean fill disc {fd}, square {fs}; fill AUC {info['auc']:.3f}; strict CNN {row['cnn']:.3f} "
-              f"(disc {info['cnn0']:.3f}, square {info['cnn1']:.3f})")
+        print(
+            f"snapshot {snap.name}: right shape {acc_s:.3f} (disc {info[0]:.3f}, square {info[1]:.3f}); "
+            f"mean fill disc {fd}, square {fs}; fill AUC {info['auc']:.3f}; strict CNN {row['cnn']:.3f} "
+            f"(disc {info['cnn0']:.3f}, square {info['cnn1']:.3f})"
+        )
     return curve
 
 
@@ -128,8 +141,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="where the data and runs go (required unless --evaluate)")
     ap.add_argument("--kimg", type=float, default=40)
     ap.add_argument("--count", type=int, default=1000, help="training images per class")
-    ap.add_argument("--layout", choices=("anywhere", "centred"), default="centred",
-                    help="where the shapes lie (bench/make_toy_shapes.py)")
+    ap.add_argument(
+        "--layout",
+        choices=("anywhere", "centred"),
+        default="centred",
+        help="where the shapes lie (bench/make_toy_shapes.py)",
+    )
     ap.add_argument("--evaluate", type=Path, help="only evaluate the snapshots of this run folder")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py options")
     a = ap.parse_args()
@@ -147,9 +164,38 @@ def main() -> None:
     judge, sanity = make_judge(data)
 
     # Small networks and a gentler D (dlr 0.001, gamma 0.1, batch 32) so that a CPU learns something in minutes.
-    args = ["--outdir", str(a.workdir / "runs"), "--data", str(data), "--cond=1", "--batch", "32", "--cbase", "1024",
-            "--cmax", "64", "--map-depth", "2", "--aug", "noaug", "--gamma", "0.1", "--dlr", "0.001",
-            "--kimg", str(a.kimg), "--tick", "2", "--snap", "5", "--device", "cpu", "--workers", "1", *a.extra]
+    args = [
+        "--outdir",
+        str(a.workdir / "runs"),
+        "--data",
+        str(data),
+        "--cond=1",
+        "--batch",
+        "32",
+        "--cbase",
+        "1024",
+        "--cmax",
+        "64",
+        "--map-depth",
+        "2",
+        "--aug",
+        "noaug",
+        "--gamma",
+        "0.1",
+        "--dlr",
+        "0.001",
+        "--kimg",
+        str(a.kimg),
+        "--tick",
+        "2",
+        "--snap",
+        "5",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        *a.extra,
+    ]
     t0 = time.time()
     result = cli.main(args, standalone_mode=False)
     minutes = (time.time() - t0) / 60
@@ -157,13 +203,27 @@ def main() -> None:
     G = load_checkpoint(result.snapshots[-1]).networks["G_ema"]
     acc, info, imgs = fake_accuracy(G, judge)
     gw = 16
-    grid = np.concatenate([imgs[0][:gw * 4].reshape(4, gw, 32, 32), imgs[1][:gw * 4].reshape(4, gw, 32, 32)])  # [8, gw, H, W]
-    grid = grid.reshape(2, 4, gw, 32, 32).transpose(1, 0, 2, 3, 4).reshape(8 * gw, 1, 32, 32)  # rows alternate class
+    grid = np.concatenate(
+        [imgs[0][: gw * 4].reshape(4, gw, 32, 32), imgs[1][: gw * 4].reshape(4, gw, 32, 32)]
+    )  # [8, gw, H, W]
+    grid = (
+        grid.reshape(2, 4, gw, 32, 32).transpose(1, 0, 2, 3, 4).reshape(8 * gw, 1, 32, 32)
+    )  # rows alternate class
     save_image_grid(grid, a.workdir / "toy_fakes.png", (gw, 8))
-    summary = {"kimg": result.state.cur_nimg / 1000, "train_minutes": round(minutes, 2), **sanity,
-               "right_shape": acc, "right_disc": info[0], "right_square": info[1], "fill_auc": info["auc"],
-               "cnn_disc": info["cnn0"], "cnn_square": info["cnn1"], "curve": curve,
-               "run_dir": str(result.run_dir), "grid": str(a.workdir / "toy_fakes.png")}
+    summary = {
+        "kimg": result.state.cur_nimg / 1000,
+        "train_minutes": round(minutes, 2),
+        **sanity,
+        "right_shape": acc,
+        "right_disc": info[0],
+        "right_square": info[1],
+        "fill_auc": info["auc"],
+        "cnn_disc": info["cnn0"],
+        "cnn_square": info["cnn1"],
+        "curve": curve,
+        "run_dir": str(result.run_dir),
+        "grid": str(a.workdir / "toy_fakes.png"),
+    }
     print(json.dumps(summary, indent=2))
 
 

@@ -63,7 +63,9 @@ def main() -> None:
     help="Output dataset folder (PNGs, dataset.json, conversion_report.csv).",
 )
 @click.option("--resolution", type=int, default=256, show_default=True, help="Output size (a power of two).")
-@click.option("--workers", type=int, default=None, help="Worker processes [default: CPUs available]; 0 = no pool.")
+@click.option(
+    "--workers", type=int, default=None, help="Worker processes [default: CPUs available]; 0 = no pool."
+)
 @click.option(
     "--bits",
     type=click.Choice(["8", "16"]),
@@ -88,13 +90,19 @@ def main() -> None:
 @click.option(
     "--multiclass", is_flag=True, help="VinDr labels: one class per lesion type (instead of normal/abnormal)."
 )
-@click.option("--overwrite", is_flag=True, help="Re-render every image, even those converted by an earlier run.")
+@click.option(
+    "--overwrite", is_flag=True, help="Re-render every image, even those converted by an earlier run."
+)
 @click.option("--allow-colour", is_flag=True, help="Convert colour images to grey instead of failing them.")
 @click.option(
-    "--allow-multiframe", is_flag=True, help="Use the first frame of multi-frame images instead of failing them."
+    "--allow-multiframe",
+    is_flag=True,
+    help="Use the first frame of multi-frame images instead of failing them.",
 )
 @click.option(
-    "--allow-for-processing", is_flag=True, help="Render FOR PROCESSING (raw detector) images instead of failing them."
+    "--allow-for-processing",
+    is_flag=True,
+    help="Render FOR PROCESSING (raw detector) images instead of failing them.",
 )
 @click.option(
     "--strict",
@@ -124,7 +132,9 @@ def convert(
     Exit status: 0 when every input was converted (or deliberately skipped), 1 when any file failed
     (see conversion_report.csv), 2 for usage errors.
     """
-    options = render_options(resolution, crop, int(bits), window, allow_colour, allow_multiframe, allow_for_processing)
+    options = render_options(
+        resolution, crop, int(bits), window, allow_colour, allow_multiframe, allow_for_processing
+    )
     click.echo(format_decoder_summary(), err=True)
     config = ConvertConfig(
         dicom_dir=dicom_dir,

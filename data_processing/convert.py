@@ -25,15 +25,23 @@ import os
 import sys
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from data_processing.errors import DicomInputError
 from data_processing.labels import LabelIssue, LabelTable, image_id_from_filename, read_labels
 from data_processing.pngio import write_atomic, write_png
 from data_processing.render import RENDER_VERSION, RenderOptions, render_dicom
-from data_processing.report import ISSUES_NAME, REPORT_NAME, ReportRow, read_report, write_issues, write_report
+from data_processing.report import (
+    ISSUES_NAME,
+    REPORT_NAME,
+    ReportRow,
+    read_report,
+    write_issues,
+    write_report,
+)
 
 __all__ = [
     "ConversionError",
@@ -54,7 +62,22 @@ DATASET_JSON = "dataset.json"
 SETTINGS_NAME = "conversion_settings.json"
 #: Files with these extensions in the input folder are not images: listed as "ignored", not failures.
 SIDECAR_EXTENSIONS = frozenset(
-    {".csv", ".txt", ".json", ".xml", ".md", ".pdf", ".html", ".htm", ".png", ".jpg", ".jpeg", ".log", ".ini", ".zip"}
+    {
+        ".csv",
+        ".txt",
+        ".json",
+        ".xml",
+        ".md",
+        ".pdf",
+        ".html",
+        ".htm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".log",
+        ".ini",
+        ".zip",
+    }
 )
 _LABEL_PROBLEM_KINDS = frozenset(
     {
@@ -122,7 +145,9 @@ class ConvertSummary:
             f"{c['failed']} failed, {c['unlabelled']} unlabelled, {c['excluded']} excluded, {c['ignored']} ignored"
         ]
         if self.class_counts:
-            lines.append("dataset.json classes: " + ", ".join(f"{k}: {v}" for k, v in self.class_counts.items()))
+            lines.append(
+                "dataset.json classes: " + ", ".join(f"{k}: {v}" for k, v in self.class_counts.items())
+            )
         reasons = Counter(r.reason_code for r in self.rows if r.status == "failed")
         if reasons:
             lines.append("failures: " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common()))
@@ -130,9 +155,13 @@ class ConvertSummary:
                 lines.append(f"  {r.reason}")
         kinds = Counter(i.kind for i in self.issues)
         if kinds:
-            lines.append(f"label issues ({ISSUES_NAME}): " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
+            lines.append(
+                f"label issues ({ISSUES_NAME}): " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
+            )
         if self.removed_stale:
-            lines.append(f"removed {len(self.removed_stale)} PNGs of an earlier run that the labels no longer select")
+            lines.append(
+                f"removed {len(self.removed_stale)} PNGs of an earlier run that the labels no longer select"
+            )
         lines.append(f"report: {self.report_path}")
         return "\n".join(lines)
 
@@ -214,7 +243,11 @@ def run_render_tasks(
     from tqdm import tqdm
 
     bar = tqdm(
-        total=len(tasks), desc="DICOM -> PNG", unit="file", disable=not progress or not tasks, dynamic_ncols=True
+        total=len(tasks),
+        desc="DICOM -> PNG",
+        unit="file",
+        disable=not progress or not tasks,
+        dynamic_ncols=True,
     )
     try:
         if workers <= 0 or len(tasks) <= 1:
@@ -267,7 +300,9 @@ def _pool_results(tasks: list, workers: int, func: Callable) -> Iterator[TaskRes
     queue = deque(tasks)
     while queue:
         suspects: list = []
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_spawn(), initializer=worker_init) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=_spawn(), initializer=worker_init
+        ) as pool:
             inflight: dict[cf.Future, tuple] = {}
             broken = False
             while (queue or inflight) and not broken:
@@ -298,7 +333,9 @@ def _isolated(task: tuple, func: Callable) -> TaskResult:
                 task[0],
                 None,
                 "worker-crashed",
-                (f"{task[0]}: decoding this file crashed the worker process (a bug in native decoder code); skipped"),
+                (
+                    f"{task[0]}: decoding this file crashed the worker process (a bug in native decoder code); skipped"
+                ),
             )
 
 
@@ -370,7 +407,9 @@ def convert_folder(config: ConvertConfig, *, log: Callable[[str], None] | None =
                 rel, "ignored", "dicomdir", f"{rel}: DICOMDIR index file (lists the images; not an image)"
             )
         elif ext in SIDECAR_EXTENSIONS:
-            rows[rel] = ReportRow(rel, "ignored", "not-an-input", f"{rel}: not a DICOM input (extension {ext})")
+            rows[rel] = ReportRow(
+                rel, "ignored", "not-an-input", f"{rel}: not a DICOM input (extension {ext})"
+            )
         else:
             candidates.append(rel)
             ids.setdefault(image_id_from_filename(name), []).append(rel)
@@ -392,7 +431,9 @@ def convert_folder(config: ConvertConfig, *, log: Callable[[str], None] | None =
             if len(ids[image_id]) > 1:
                 others = ", ".join(o for o in ids[image_id] if o != rel)
                 row.status, row.reason_code = "excluded", "duplicate-image-id"
-                row.reason = f"{rel}: image id {image_id!r} is also the id of {others}, so its label is ambiguous"
+                row.reason = (
+                    f"{rel}: image id {image_id!r} is also the id of {others}, so its label is ambiguous"
+                )
                 issues.append(LabelIssue("duplicate-image-id", image_id, f"{rel} and {others}"))
                 continue
             if image_id in table.excluded:
@@ -423,7 +464,9 @@ def convert_folder(config: ConvertConfig, *, log: Callable[[str], None] | None =
         for image_id in table.labels:
             if image_id not in present:
                 issues.append(
-                    LabelIssue("label-without-image", image_id, f"labelled in {config.labels_csv} but no such file")
+                    LabelIssue(
+                        "label-without-image", image_id, f"labelled in {config.labels_csv} but no such file"
+                    )
                 )
 
     log(
@@ -443,7 +486,9 @@ def convert_folder(config: ConvertConfig, *, log: Callable[[str], None] | None =
     expected = {r.output for r in rows.values() if r.status in ("converted", "existing")}
     removed = _remove_stale(outdir, previous, expected)
     labelled = sorted(
-        (r.output, int(r.label)) for r in rows.values() if r.status in ("converted", "existing") and r.label != ""
+        (r.output, int(r.label))
+        for r in rows.values()
+        if r.status in ("converted", "existing") and r.label != ""
     )
     dataset: dict[str, Any] = {"labels": [list(item) for item in labelled] if table is not None else None}
     if table is not None and table.class_names:
@@ -479,7 +524,12 @@ def _remove_stale(outdir: str, previous: dict[str, ReportRow], expected: set[str
     removed = []
     for row in previous.values():
         out = row.output
-        if row.status not in ("converted", "existing") or not out or out in expected or not out.endswith(".png"):
+        if (
+            row.status not in ("converted", "existing")
+            or not out
+            or out in expected
+            or not out.endswith(".png")
+        ):
             continue
         path = os.path.join(outdir, out)
         if is_inside(path, outdir) and os.path.isfile(path):

@@ -103,7 +103,9 @@ def decoder_status() -> list[DecoderStatus]:
     result = []
     for ts in CHECKED_TRANSFER_SYNTAXES:
         plugins = _usable_plugins(ts) or ()
-        result.append(DecoderStatus(uid=str(ts), name=_uid.UID(ts).name, plugins=plugins, install=install_hint(ts)))
+        result.append(
+            DecoderStatus(uid=str(ts), name=_uid.UID(ts).name, plugins=plugins, install=install_hint(ts))
+        )
     return result
 
 

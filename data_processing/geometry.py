@@ -27,8 +27,9 @@ Modes (``crop``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -112,7 +113,9 @@ def reduce_box(src: np.ndarray, k: int, to_float: ToFloat | None = None) -> np.n
     return divide_by_block_counts(out, height, width, k)
 
 
-def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value: int | None = None) -> np.ndarray:
+def box_sums(
+    src: np.ndarray, k: int, prepare: Prepare | None = None, max_value: int | None = None
+) -> np.ndarray:
     """Exact integer sums of ``k`` x ``k`` blocks: uint16 or uint32 [ceil(H/k), ceil(W/k)] from ``src`` [H, W].
 
     ``prepare(strip, buf)`` maps a strip of source rows [n, W] to the non-negative integers to sum,
@@ -135,7 +138,9 @@ def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value:
     row_dtype = np.uint16 if k * max_value <= 0xFFFF else np.uint32
     out_dtype = np.uint16 if k * k * max_value <= 0xFFFF else np.uint32
     strip_rows = max(1, _INT_STRIP_BYTES // (np.dtype(row_dtype).itemsize * width * k)) * k
-    buf = None if prepare is None else np.empty((min(strip_rows, height), width), row_dtype)  # [strip rows, W]
+    buf = (
+        None if prepare is None else np.empty((min(strip_rows, height), width), row_dtype)
+    )  # [strip rows, W]
     out = np.empty((-(-height // k), -(-width // k)), out_dtype)  # [Ho, Wo]
     if k == 1:
         for r0 in range(0, height, strip_rows):
@@ -143,7 +148,9 @@ def box_sums(src: np.ndarray, k: int, prepare: Prepare | None = None, max_value:
             strip = src[r0 : r0 + n]
             np.copyto(out[r0 : r0 + n], strip if buf is None else prepare(strip, buf[:n]), casting="unsafe")  # type: ignore[misc]
         return out
-    rows = np.empty((-(-min(strip_rows, height) // k), width), row_dtype)  # one strip's sums over k rows [n/k, W]
+    rows = np.empty(
+        (-(-min(strip_rows, height) // k), width), row_dtype
+    )  # one strip's sums over k rows [n/k, W]
     for r0 in range(0, height, strip_rows):
         n = min(strip_rows, height - r0)
         strip = src[r0 : r0 + n]

@@ -27,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--DICOM", required=True, help="folder of DICOM files (only read)")
     parser.add_argument(
-        "--labels", required=True, help="VinDr-SpineXR annotations CSV (image_id, lesion_type) or image_id,label"
+        "--labels",
+        required=True,
+        help="VinDr-SpineXR annotations CSV (image_id, lesion_type) or image_id,label",
     )
     parser.add_argument("--save_0", required=True, help="folder for class 0 (normal) PNGs")
     parser.add_argument("--save_1", required=True, help="folder for class 1 (abnormal) PNGs")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--bits", type=int, choices=(8, 16), default=16, help="PNG bit depth (the original wrote 16)")
+    parser.add_argument(
+        "--bits", type=int, choices=(8, 16), default=16, help="PNG bit depth (the original wrote 16)"
+    )
     parser.add_argument("--crop", choices=("pad", "center"), default="pad")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0 = this process)")
     args = parser.parse_args(argv)

@@ -177,9 +177,11 @@ def _cell(row: list[str], col: int) -> str:
     return row[col].strip() if col < len(row) else ""
 
 
-def _parse_vindr(rows: list[tuple[int, list[str]]], id_col: int, type_col: int, multiclass: bool) -> LabelTable:
+def _parse_vindr(
+    rows: list[tuple[int, list[str]]], id_col: int, type_col: int, multiclass: bool
+) -> LabelTable:
     issues: list[LabelIssue] = []
-    per_image: "OrderedDict[str, list[str]]" = OrderedDict()
+    per_image: OrderedDict[str, list[str]] = OrderedDict()
     unknown: set[str] = set()
     for line, row in rows:
         if not any(c.strip() for c in row):
@@ -187,7 +189,9 @@ def _parse_vindr(rows: list[tuple[int, list[str]]], id_col: int, type_col: int, 
         image_id = image_id_from_filename(_cell(row, id_col))
         lesion = " ".join(_cell(row, type_col).split())
         if not image_id or not lesion:
-            issues.append(LabelIssue("blank-row", image_id, "row without an image_id or lesion_type: ignored", line))
+            issues.append(
+                LabelIssue("blank-row", image_id, "row without an image_id or lesion_type: ignored", line)
+            )
             if image_id:  # an image whose rows are all blank is excluded below, not lost silently
                 per_image.setdefault(image_id, [])
             continue
@@ -196,7 +200,10 @@ def _parse_vindr(rows: list[tuple[int, list[str]]], id_col: int, type_col: int, 
             unknown.add(canonical)
             issues.append(
                 LabelIssue(
-                    "unknown-lesion-type", image_id, f"lesion type {canonical!r} is not a VinDr-SpineXR type", line
+                    "unknown-lesion-type",
+                    image_id,
+                    f"lesion type {canonical!r} is not a VinDr-SpineXR type",
+                    line,
                 )
             )
         per_image.setdefault(image_id, []).append(canonical)
@@ -228,7 +235,9 @@ def _parse_vindr(rows: list[tuple[int, list[str]]], id_col: int, type_col: int, 
             if len(lesions) > 1:
                 issues.append(
                     LabelIssue(
-                        "multiple-lesion-types", image_id, f"findings {lesions}: class {chosen!r} by the priority rule"
+                        "multiple-lesion-types",
+                        image_id,
+                        f"findings {lesions}: class {chosen!r} by the priority rule",
                     )
                 )
     return LabelTable("vindr", labels, class_names, findings, excluded, issues)
@@ -236,13 +245,15 @@ def _parse_vindr(rows: list[tuple[int, list[str]]], id_col: int, type_col: int, 
 
 def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int) -> LabelTable:
     issues: list[LabelIssue] = []
-    raw: "OrderedDict[str, list[tuple[int, str]]]" = OrderedDict()
+    raw: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
     for line, row in rows:
         if not any(c.strip() for c in row):
             continue
         image_id, label = image_id_from_filename(_cell(row, id_col)), _cell(row, label_col)
         if not image_id or not label:
-            issues.append(LabelIssue("blank-row", image_id, "row without an image_id or label: ignored", line))
+            issues.append(
+                LabelIssue("blank-row", image_id, "row without an image_id or label: ignored", line)
+            )
             continue
         raw.setdefault(image_id, []).append((line, label))
     values = {label for entries in raw.values() for _, label in entries}
@@ -270,7 +281,9 @@ def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int
         if bad:
             excluded[image_id] = f"negative label {bad[0]!r}"
             issues.append(
-                LabelIssue("invalid-label", image_id, f"negative label {bad[0]!r}: image excluded", entries[0][0])
+                LabelIssue(
+                    "invalid-label", image_id, f"negative label {bad[0]!r}: image excluded", entries[0][0]
+                )
             )
             continue
         if len(entries) > 1:
@@ -287,7 +300,9 @@ def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int
                 )
                 continue
             issues.append(
-                LabelIssue("duplicate-id", image_id, f"listed on lines {lines} with the same label", entries[1][0])
+                LabelIssue(
+                    "duplicate-id", image_id, f"listed on lines {lines} with the same label", entries[1][0]
+                )
             )
         labels[image_id] = classes.pop()
     return LabelTable("simple", labels, class_names, {}, excluded, issues)

@@ -46,7 +46,12 @@ def export_class_folders(
     by_id: dict[str, list[str]] = {}
     for rel in list_inputs(dicom_dir, exclude=[labels_csv]):
         name = rel.rsplit("/", 1)[-1]
-        if name.upper() == "DICOMDIR" or os.path.splitext(name)[1].lower() in (".csv", ".txt", ".json", ".png"):
+        if name.upper() == "DICOMDIR" or os.path.splitext(name)[1].lower() in (
+            ".csv",
+            ".txt",
+            ".json",
+            ".png",
+        ):
             continue
         by_id.setdefault(image_id_from_filename(name), []).append(rel)
     tasks = []
@@ -58,7 +63,9 @@ def export_class_folders(
             summary.unlabelled.append(rels[0])
             continue
         label = table.labels[image_id]
-        tasks.append((os.path.join(dicom_dir, rels[0]), os.path.join(class_dirs[label], image_id + ".png"), options))
+        tasks.append(
+            (os.path.join(dicom_dir, rels[0]), os.path.join(class_dirs[label], image_id + ".png"), options)
+        )
     summary.labels_without_image = sorted(set(table.labels) - set(by_id))
     label_of = {src: os.path.dirname(dst) for src, dst, _ in tasks}
     for src, meta, _code, reason in run_render_tasks(tasks, workers, progress):

@@ -38,7 +38,9 @@ def encode_png(image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> b
         raise ValueError(f"expected a uint8 or uint16 [H, W] image, got {image.dtype} {image.shape}")
     height, width = image.shape
     depth = 8 if image.dtype == np.uint8 else 16
-    samples = image if depth == 8 else image.astype(">u2").view(np.uint8).reshape(height, 2 * width)  # [H, bytes]
+    samples = (
+        image if depth == 8 else image.astype(">u2").view(np.uint8).reshape(height, 2 * width)
+    )  # [H, bytes]
     rows = np.empty((height, samples.shape[1] + 1), np.uint8)  # filter byte + filtered bytes per row
     rows[:, 0] = 2  # "Up": each byte minus the byte above (mod 256); the first row has zeros above
     rows[0, 1:] = samples[0]
@@ -76,7 +78,9 @@ def _deflate(data: np.ndarray, compress_level: int) -> bytes:
     return packer.compress(data) + packer.flush()
 
 
-def write_png(path: str | os.PathLike[str], image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+def write_png(
+    path: str | os.PathLike[str], image: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL
+) -> None:
     """Write a greyscale uint8 [H, W] (8-bit PNG) or uint16 [H, W] (16-bit PNG) image atomically."""
     data = encode_png(image, compress_level)
     write_atomic(path, lambda fh: fh.write(data))

@@ -37,7 +37,15 @@ from data_processing.errors import (
     UnsupportedBitDepthError,
 )
 
-__all__ = ["ImageInfo", "StoredPixels", "read_dataset", "inspect_image", "decode_stored", "describe_source", "tag_text"]
+__all__ = [
+    "ImageInfo",
+    "StoredPixels",
+    "read_dataset",
+    "inspect_image",
+    "decode_stored",
+    "describe_source",
+    "tag_text",
+]
 
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
@@ -50,7 +58,11 @@ _REQUIRED = (
     "SamplesPerPixel",
     "PhotometricInterpretation",
 )
-_LITTLE_ENDIAN_NATIVE = (_uid.ImplicitVRLittleEndian, _uid.ExplicitVRLittleEndian, _uid.DeflatedExplicitVRLittleEndian)
+_LITTLE_ENDIAN_NATIVE = (
+    _uid.ImplicitVRLittleEndian,
+    _uid.ExplicitVRLittleEndian,
+    _uid.DeflatedExplicitVRLittleEndian,
+)
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,8 @@ def read_dataset(path: str | os.PathLike[str]) -> Dataset:
     texts = [str(w.message) for w in caught]
     if any("End of file reached" in t for t in texts) and "PixelData" not in ds:
         raise TruncatedPixelDataError(
-            where, "is truncated: the file ends inside its Pixel Data (7FE0,0010) (an incomplete copy or transfer?)"
+            where,
+            "is truncated: the file ends inside its Pixel Data (7FE0,0010) (an incomplete copy or transfer?)",
         )
     return ds
 
@@ -193,7 +206,9 @@ def _read_without_preamble(where: str) -> Dataset:
     """A file without the 'DICM' prefix: usable if it has file meta; else classify it as an error."""
     try:
         ds = pydicom.dcmread(where, force=True)
-        looks_dicom = any(k in ds for k in ("SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID"))
+        looks_dicom = any(
+            k in ds for k in ("SOPClassUID", "Rows", "PixelData", "Modality", "StudyInstanceUID")
+        )
     except Exception:
         ds, looks_dicom = None, False
     if ds is not None and looks_dicom:
@@ -221,7 +236,11 @@ def _head(where: str, n: int = 8) -> bytes:
 
 def tag_text(keyword: str) -> str:
     tag = pydicom.datadict.tag_for_keyword(keyword)
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {pydicom.datadict.dictionary_description(tag)}" if tag else keyword
+    return (
+        f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {pydicom.datadict.dictionary_description(tag)}"
+        if tag
+        else keyword
+    )
 
 
 def _raw_value(ds: Dataset, keyword: str) -> Any:
@@ -236,7 +255,12 @@ def _raw_value(ds: Dataset, keyword: str) -> Any:
 
 
 def _int_tag(
-    ds: Dataset, keyword: str, where: str, *, allowed: tuple[int, ...] | None = None, minimum: int | None = None
+    ds: Dataset,
+    keyword: str,
+    where: str,
+    *,
+    allowed: tuple[int, ...] | None = None,
+    minimum: int | None = None,
 ) -> int:
     try:
         value = ds[keyword].value
@@ -247,7 +271,8 @@ def _int_tag(
             raise ValueError
     except Exception:
         raise InvalidTagValueError(
-            where, f"{tag_text(keyword)} has the invalid value {_raw_value(ds, keyword)!r} (an integer is required)"
+            where,
+            f"{tag_text(keyword)} has the invalid value {_raw_value(ds, keyword)!r} (an integer is required)",
         ) from None
     if (allowed is not None and number not in allowed) or (minimum is not None and number < minimum):
         expect = f"one of {allowed}" if allowed is not None else f">= {minimum}"
@@ -275,7 +300,8 @@ def inspect_image(
     where = describe_source(path)
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise UnsupportedBitDepthError(
-            where, "holds floating-point pixel data (Float/Double Float Pixel Data), not integer radiograph pixels"
+            where,
+            "holds floating-point pixel data (Float/Double Float Pixel Data), not integer radiograph pixels",
         )
     if "PixelData" not in ds:
         if "Rows" in ds and "Columns" in ds:
@@ -322,7 +348,8 @@ def inspect_image(
         )
     if bits_stored > bits_allocated:
         raise InvalidTagValueError(
-            where, f"(0028,0101) Bits Stored ({bits_stored}) exceeds (0028,0100) Bits Allocated ({bits_allocated})"
+            where,
+            f"(0028,0101) Bits Stored ({bits_stored}) exceeds (0028,0100) Bits Allocated ({bits_allocated})",
         )
     if spp != 1 or photometric not in _GREY:
         if photometric not in _GREY + _COLOUR:
@@ -443,9 +470,13 @@ def _classify_decode_error(where: str, info: ImageInfo, exc: Exception) -> Dicom
     text = " ".join(str(exc).split())
     ts_name = _uid.UID(info.transfer_syntax).name
     if "less than expected" in text or "is less than the expected" in text or "truncated" in text.lower():
-        return TruncatedPixelDataError(where, f"has truncated pixel data: {text} (an incomplete copy or transfer?)")
+        return TruncatedPixelDataError(
+            where, f"has truncated pixel data: {text} (an incomplete copy or transfer?)"
+        )
     if "raised by all available plugins" in text or "Unable to decode" in text:
-        return CorruptPixelDataError(where, f"has corrupt {ts_name} pixel data that no decoder could read: {text}")
+        return CorruptPixelDataError(
+            where, f"has corrupt {ts_name} pixel data that no decoder could read: {text}"
+        )
     if isinstance(exc, (AttributeError, KeyError)):
         return DicomStructureError(where, f"cannot be decoded: {text}")
     return CorruptPixelDataError(

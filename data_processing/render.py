@@ -94,7 +94,9 @@ class RenderOptions:
 
     def __post_init__(self) -> None:
         if self.resolution is not None and (
-            not isinstance(self.resolution, int) or not is_power_of_two(self.resolution) or self.resolution < 4
+            not isinstance(self.resolution, int)
+            or not is_power_of_two(self.resolution)
+            or self.resolution < 4
         ):
             raise ValueError(f"resolution must be a power of two >= 4 (e.g. 256), not {self.resolution!r}")
         if self.crop not in ("pad", "center"):
@@ -154,7 +156,9 @@ def _float_tag(ds: Dataset, keyword: str, where: str, error: type, index: int = 
     except Exception:
         raw = ds.get_item(keyword)
         raw_value = getattr(raw, "value", raw)
-        raise error(where, f"{tag_text(keyword)} has the invalid value {raw_value!r} (a number is required)") from None
+        raise error(
+            where, f"{tag_text(keyword)} has the invalid value {raw_value!r} (a number is required)"
+        ) from None
     if not math.isfinite(number):
         raise error(where, f"{tag_text(keyword)} is {number}, not a finite number")
     return number
@@ -165,7 +169,11 @@ def _padding_range(ds: Dataset, info: ImageInfo, where: str) -> tuple[int, int] 
         return None
     try:
         value = int(_first(ds.PixelPaddingValue))
-        limit = int(_first(ds.PixelPaddingRangeLimit)) if ds.get("PixelPaddingRangeLimit") not in (None, "") else value
+        limit = (
+            int(_first(ds.PixelPaddingRangeLimit))
+            if ds.get("PixelPaddingRangeLimit") not in (None, "")
+            else value
+        )
     except Exception:
         raise InvalidTagValueError(
             where, f"(0028,0120) Pixel Padding Value {ds.get('PixelPaddingValue')!r} is not an integer"
@@ -191,7 +199,8 @@ def _inversion(ds: Dataset, info: ImageInfo, where: str, warnings_out: list[str]
     if shape:
         if shape not in ("IDENTITY", "INVERSE"):
             raise UnsupportedPresentationLUTError(
-                where, f"has Presentation LUT Shape (2050,0020) {shape!r}; only IDENTITY and INVERSE are defined"
+                where,
+                f"has Presentation LUT Shape (2050,0020) {shape!r}; only IDENTITY and INVERSE are defined",
             )
         invert = shape == "INVERSE"
         if invert != (info.photometric == "MONOCHROME1"):
@@ -213,12 +222,18 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
         item = ds.ModalityLUTSequence[0]
         meta["modality_lut"] = f"Modality LUT Sequence ({item.get('ModalityLUTType', '') or 'no type'})"
     elif "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slope = _float_tag(ds, "RescaleSlope", where, InvalidModalityLUTError) if "RescaleSlope" in ds else 1.0
+        slope = (
+            _float_tag(ds, "RescaleSlope", where, InvalidModalityLUTError) if "RescaleSlope" in ds else 1.0
+        )
         intercept = (
-            _float_tag(ds, "RescaleIntercept", where, InvalidModalityLUTError) if "RescaleIntercept" in ds else 0.0
+            _float_tag(ds, "RescaleIntercept", where, InvalidModalityLUTError)
+            if "RescaleIntercept" in ds
+            else 0.0
         )
         if slope == 0.0:
-            raise InvalidModalityLUTError(where, "Rescale Slope (0028,1053) is 0: every pixel would map to one value")
+            raise InvalidModalityLUTError(
+                where, "Rescale Slope (0028,1053) is 0: every pixel would map to one value"
+            )
         meta["modality_lut"] = f"rescale slope={slope:g} intercept={intercept:g}"
     else:
         meta["modality_lut"] = "none"
@@ -241,7 +256,8 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
             raise
         except Exception:
             raise InvalidWindowError(
-                where, f"VOI LUT Sequence has an invalid LUT Descriptor {item.get('LUTDescriptor')!r} or no LUT Data"
+                where,
+                f"VOI LUT Sequence has an invalid LUT Descriptor {item.get('LUTDescriptor')!r} or no LUT Data",
             ) from None
         explanation = str(item.get("LUTExplanation", "") or "").strip()
         meta["window_source"] = "voi-lut-sequence"
@@ -251,7 +267,9 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
         meta["voi_function"] = "LUT"
     elif options.window == "auto" and (has_center or has_width):
         if not (has_center and has_width):
-            raise InvalidWindowError(where, "has only one of Window Center (0028,1050) and Window Width (0028,1051)")
+            raise InvalidWindowError(
+                where, "has only one of Window Center (0028,1050) and Window Width (0028,1051)"
+            )
         center = _float_tag(ds, "WindowCenter", where, InvalidWindowError)
         width = _float_tag(ds, "WindowWidth", where, InvalidWindowError)
         function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
@@ -373,7 +391,9 @@ def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, info: ImageInfo) 
     return data[index] / float(2**bits - 1)
 
 
-def _lut_map(plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None) -> np.ndarray:
+def _lut_map(
+    plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None
+) -> np.ndarray:
     """float32 LUT [stored_max - stored_min + 1] of display values (padding entries black)."""
     values = np.arange(info.stored_min, info.stored_max + 1, dtype=np.int64)
     if plan.modality_lut:
@@ -383,7 +403,9 @@ def _lut_map(plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple
     if plan.voi == "lut":
         y = _apply_voi_lut_sequence(np.asarray(modality, dtype=np.float64), ds, info)
     elif plan.voi == "window":
-        out = np.asarray(apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64)
+        out = np.asarray(
+            apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64
+        )
         y_min, y_max = _window_output_range(ds, info, plan)
         y = (out - y_min) / (y_max - y_min)
     else:
@@ -403,7 +425,12 @@ def _lut_map(plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple
 
 
 def _percentile_window(
-    plan: _Plan, ds: Dataset, info: ImageInfo, stored: np.ndarray, percentiles: tuple[float, float], where: str
+    plan: _Plan,
+    ds: Dataset,
+    info: ImageInfo,
+    stored: np.ndarray,
+    percentiles: tuple[float, float],
+    where: str,
 ) -> tuple[float, float]:
     """(low, high) modality values at the given percentiles of the non-padding pixels."""
     offset = info.stored_min
@@ -421,7 +448,9 @@ def _percentile_window(
             counts[p0 : p1 + 1] = 0
     present = np.nonzero(counts)[0]
     if present.size == 0:
-        raise ConstantImageError(where, "every pixel is padding (Pixel Padding Value): there is no image content")
+        raise ConstantImageError(
+            where, "every pixel is padding (Pixel Padding Value): there is no image content"
+        )
     if present.size == 1:
         raise ConstantImageError(
             where, f"every (non-padding) pixel has the same stored value {int(present[0]) + offset}"
@@ -507,8 +536,12 @@ def _integer_window(
             out -= np.float32(cl / q)
             return out
         span = ch - cl  # the clipped values minus cl lie in [0, span]
-        same_width = (k * ch <= 0xFFFF) == (k * span <= 0xFFFF) and (k * k * ch <= 0xFFFF) == (k * k * span <= 0xFFFF)
-        base = 0 if not signed and cl >= 0 and same_width else cl  # subtract cl only where it narrows the sums
+        same_width = (k * ch <= 0xFFFF) == (k * span <= 0xFFFF) and (k * k * ch <= 0xFFFF) == (
+            k * k * span <= 0xFFFF
+        )
+        base = (
+            0 if not signed and cl >= 0 and same_width else cl
+        )  # subtract cl only where it narrows the sums
         scratch: dict[tuple[tuple[int, int], np.dtype], np.ndarray] = {}
 
         def buffer(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -588,19 +621,25 @@ def _render_grey(
     if plan.voi == "percentile":
         percentile_window = _percentile_window(plan, ds, info, stored.corrected(), options.percentiles, where)
         lo_p, hi_p = options.percentiles
-        meta["source_window"] = f"percentile {lo_p:g}-{hi_p:g}: {percentile_window[0]:g}..{percentile_window[1]:g}"
+        meta["source_window"] = (
+            f"percentile {lo_p:g}-{hi_p:g}: {percentile_window[0]:g}..{percentile_window[1]:g}"
+        )
     linear: _LinearMap | None = None
     if not plan.modality_lut:
         if plan.voi == "window" and plan.function == "LINEAR" and plan.width > 1:
             w1 = plan.width - 1.0
-            linear = _linear_from_affine(plan.slope / w1, (plan.intercept - plan.center + 0.5) / w1 + 0.5, plan.invert)
+            linear = _linear_from_affine(
+                plan.slope / w1, (plan.intercept - plan.center + 0.5) / w1 + 0.5, plan.invert
+            )
         elif plan.voi == "window" and plan.function == "LINEAR_EXACT":
             linear = _linear_from_affine(
                 plan.slope / plan.width, (plan.intercept - plan.center) / plan.width + 0.5, plan.invert
             )
         elif plan.voi == "percentile":
             lo, hi = percentile_window  # type: ignore[misc]
-            linear = _linear_from_affine(plan.slope / (hi - lo), (plan.intercept - lo) / (hi - lo), plan.invert)
+            linear = _linear_from_affine(
+                plan.slope / (hi - lo), (plan.intercept - lo) / (hi - lo), plan.invert
+            )
     padding_count = [0]
     pad = plan.padding
     fix = stored.fix_strip
@@ -665,18 +704,24 @@ def _render_grey(
     )
     if content_range and content_range[1] - content_range[0] <= 1e-6:  # flat (up to float32 resampling noise)
         _explain_flat_output(plan, info, stored, where, meta)
-    meta["padding"] = "" if pad is None else (f"value {pad[0]}" if pad[0] == pad[1] else f"range {pad[0]}..{pad[1]}")
+    meta["padding"] = (
+        "" if pad is None else (f"value {pad[0]}" if pad[0] == pad[1] else f"range {pad[0]}..{pad[1]}")
+    )
     meta["padding_fraction"] = padding_count[0] / float(raw.shape[0] * raw.shape[1])
     return display, meta
 
 
-def _explain_flat_output(plan: _Plan, info: ImageInfo, stored: StoredPixels, where: str, meta: dict[str, Any]) -> None:
+def _explain_flat_output(
+    plan: _Plan, info: ImageInfo, stored: StoredPixels, where: str, meta: dict[str, Any]
+) -> None:
     """The rendered image is one flat grey: say whether the data or the window is to blame."""
     values = stored.corrected()
     if plan.padding is not None:
         values = values[(values < plan.padding[0]) | (values > plan.padding[1])]
         if values.size == 0:
-            raise ConstantImageError(where, "every pixel is padding (Pixel Padding Value): there is no image content")
+            raise ConstantImageError(
+                where, "every pixel is padding (Pixel Padding Value): there is no image content"
+            )
     vmin, vmax = int(values.min()), int(values.max())
     if vmin == vmax:
         raise ConstantImageError(where, f"every (non-padding) pixel has the same stored value {vmin}")
@@ -701,7 +746,9 @@ def _render_colour(
     grey = (
         arr[..., 0] * np.float32(0.299) + arr[..., 1] * np.float32(0.587) + arr[..., 2] * np.float32(0.114)
     ) / np.float32(top)
-    display = fit_image(grey.astype(np.float32), options.resolution, options.crop, post=lambda y: np.clip(y, 0.0, 1.0))
+    display = fit_image(
+        grey.astype(np.float32), options.resolution, options.crop, post=lambda y: np.clip(y, 0.0, 1.0)
+    )
     meta = {
         "modality_lut": "none",
         "window_source": "colour",
@@ -716,7 +763,9 @@ def _render_colour(
     return display, meta
 
 
-def render_dicom(source: str | os.PathLike[str] | Dataset, options: RenderOptions | None = None) -> RenderResult:
+def render_dicom(
+    source: str | os.PathLike[str] | Dataset, options: RenderOptions | None = None
+) -> RenderResult:
     """Render a DICOM file (or an already-read :class:`~pydicom.dataset.Dataset`) for training.
 
     Returns a :class:`RenderResult`: ``image`` uint8/uint16 [R, R] (R = ``options.resolution``; the

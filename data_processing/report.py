@@ -5,13 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Iterable
 
 from data_processing.labels import LabelIssue
 from data_processing.pngio import write_atomic
 
-__all__ = ["REPORT_NAME", "ISSUES_NAME", "STATUSES", "ReportRow", "write_report", "read_report", "write_issues"]
+__all__ = [
+    "REPORT_NAME",
+    "ISSUES_NAME",
+    "STATUSES",
+    "ReportRow",
+    "write_report",
+    "read_report",
+    "write_issues",
+]
 
 REPORT_NAME = "conversion_report.csv"
 ISSUES_NAME = "label_issues.csv"
@@ -104,7 +112,9 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, ReportRow]:
             reader = csv.DictReader(fh)
             names = set(ReportRow.columns())
             return {
-                r["source"]: ReportRow(**{k: v for k, v in r.items() if k in names}) for r in reader if r.get("source")
+                r["source"]: ReportRow(**{k: v for k, v in r.items() if k in names})
+                for r in reader
+                if r.get("source")
             }
     except (OSError, ValueError, TypeError, KeyError, csv.Error):
         return {}

@@ -25,8 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--directory", required=True, help="folder of PNGs (searched recursively)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--outdir", default=None, help="where to write the 8-bit copies [default: DIRECTORY_8bit]")
-    where.add_argument("--in-place", action="store_true", help="replace the 16-bit PNGs by their 8-bit versions")
+    where.add_argument(
+        "--outdir", default=None, help="where to write the 8-bit copies [default: DIRECTORY_8bit]"
+    )
+    where.add_argument(
+        "--in-place", action="store_true", help="replace the 16-bit PNGs by their 8-bit versions"
+    )
     parser.add_argument(
         "--scale",
         choices=("full", "max"),

@@ -13,7 +13,8 @@ import contextlib
 import json
 import os
 import secrets
-from typing import Any, BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 __all__ = ["atomic_path", "atomic_write", "default_file_mode", "write_json_atomic"]
 
@@ -81,7 +82,9 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
         raise
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = False) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = False
+) -> None:
     """Write ``path`` through ``write(binary_file)`` atomically (see the module docstring).
 
     ``fsync=True`` also forces the data to disk before the rename (snapshots, datasets); small,

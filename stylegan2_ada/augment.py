@@ -141,14 +141,33 @@ class AugmentPipe(nn.Module):
             raise ValueError(
                 f"imgfilter_bands must have {len(ops.FBANK_EXPECTED_POWER)} entries, got {self.imgfilter_bands}"
             )
-        for name in ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness",
-                     "contrast", "lumaflip", "hue", "saturation", "imgfilter", "noise", "cutout"):
+        for name in (
+            "xflip",
+            "rotate90",
+            "xint",
+            "scale",
+            "rotate",
+            "aniso",
+            "xfrac",
+            "brightness",
+            "contrast",
+            "lumaflip",
+            "hue",
+            "saturation",
+            "imgfilter",
+            "noise",
+            "cutout",
+        ):
             if getattr(self, name) < 0:
-                raise ValueError(f"AugmentPipe: probability multiplier {name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"AugmentPipe: probability multiplier {name} must be >= 0, got {getattr(self, name)}"
+                )
 
         self.register_buffer("p", torch.ones([]))  # overall augmentation probability
         self.register_buffer("Hz_geom", ops.geom_lowpass_filter())  # [12]
-        self.register_buffer("Hz_fbank", ops.filter_bank(ops.SYM2_DEC_LO, len(self.imgfilter_bands)))  # [4, 43]
+        self.register_buffer(
+            "Hz_fbank", ops.filter_bank(ops.SYM2_DEC_LO, len(self.imgfilter_bands))
+        )  # [4, 43]
 
     def extra_repr(self) -> str:
         on = [k for k in AUGPIPE_SPECS["bgcfnc"] if getattr(self, k) > 0]
@@ -226,8 +245,12 @@ class AugmentPipe(nn.Module):
 
     def _plan_color(self, rng: _Draw, plan: _Plan, n: int, channels: int) -> None:
         colourful = channels > 1  # hue and saturation need chroma
-        if not (self.brightness > 0 or self.contrast > 0 or self.lumaflip > 0
-                or (colourful and (self.hue > 0 or self.saturation > 0))):
+        if not (
+            self.brightness > 0
+            or self.contrast > 0
+            or self.lumaflip > 0
+            or (colourful and (self.hue > 0 or self.saturation > 0))
+        ):
             return
         if channels not in (1, 3):
             raise ValueError(f"AugmentPipe colour ops need 1 or 3 image channels, got {channels}")
@@ -348,15 +371,22 @@ class AugmentPipe(nn.Module):
             [N, C, H, W], same dtype and device; differentiable (twice) with respect to ``images``.
         """
         if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
-            raise ValueError(f"AugmentPipe expects a floating point [N, C, H, W] tensor, got "
-                             f"{getattr(images, 'shape', type(images))} {getattr(images, 'dtype', '')}")
+            raise ValueError(
+                f"AugmentPipe expects a floating point [N, C, H, W] tensor, got "
+                f"{getattr(images, 'shape', type(images))} {getattr(images, 'dtype', '')}"
+            )
         n, c, h, w = images.shape
         plan = self._plan(images, generator)
 
         # One host sync: which samples each stage changes (the others skip the work entirely).
-        masks = [plan.blit_on, plan.geom_on, plan.color_on, plan.fbank_on,
-                 None if plan.noise_sigma is None else plan.noise_sigma > 0,
-                 None if plan.cutout_size is None else plan.cutout_size > 0]
+        masks = [
+            plan.blit_on,
+            plan.geom_on,
+            plan.color_on,
+            plan.fbank_on,
+            None if plan.noise_sigma is None else plan.noise_sigma > 0,
+            None if plan.cutout_size is None else plan.cutout_size > 0,
+        ]
         present = [m for m in masks if m is not None]
         host = iter(torch.stack(present).cpu().tolist() if present else [])
         blit_on, geom_on, color_on, fbank_on, noise_on, cutout_on = (

@@ -38,8 +38,9 @@ import platform
 import re
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -199,7 +200,9 @@ def build_network(
     """
     cls = _resolve_class(class_name, registry)
     if not isinstance(init_kwargs, Mapping):
-        raise CheckpointError(f"{class_name}: constructor arguments must be a dict, got {type(init_kwargs).__name__}")
+        raise CheckpointError(
+            f"{class_name}: constructor arguments must be a dict, got {type(init_kwargs).__name__}"
+        )
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # pragma: no cover - builtin classes only
@@ -364,7 +367,9 @@ def save_checkpoint(
     net_doc: dict[str, Any] = {}
     for name, module in networks.items():
         if not isinstance(name, str) or not _NETWORK_NAME_RE.fullmatch(name) or name == EXTRA_PREFIX:
-            raise CheckpointError(f"{path}: invalid network name {name!r} (letters, digits, '_', '.', '-'; not 'extra')")
+            raise CheckpointError(
+                f"{path}: invalid network name {name!r} (letters, digits, '_', '.', '-'; not 'extra')"
+            )
         class_name = type(module).__name__
         try:
             expected = _resolve_class(class_name, registry)
@@ -448,7 +453,9 @@ def load_network(
     return load_checkpoint(path, device, registry=registry).networks
 
 
-def _load_native(path: str, device: torch.device, registry: Mapping[str, type[nn.Module]] | None) -> Checkpoint:
+def _load_native(
+    path: str, device: torch.device, registry: Mapping[str, type[nn.Module]] | None
+) -> Checkpoint:
     from safetensors import safe_open
 
     try:
@@ -458,7 +465,9 @@ def _load_native(path: str, device: torch.device, registry: Mapping[str, type[nn
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
     except Exception as exc:  # safetensors raises its own SafetensorError for bad headers/sizes
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint (truncated or corrupt?): {exc}") from exc
+        raise CheckpointError(
+            f"{path}: not a readable safetensors checkpoint (truncated or corrupt?): {exc}"
+        ) from exc
     if METADATA_KEY not in header:
         raise CheckpointError(
             f"{path}: a safetensors file without our '{METADATA_KEY}' metadata (not written by "
@@ -522,7 +531,9 @@ def _load_native(path: str, device: torch.device, registry: Mapping[str, type[nn
     )
 
 
-def _load_upstream_pkl(path: str, device: torch.device, registry: Mapping[str, type[nn.Module]] | None) -> Checkpoint:
+def _load_upstream_pkl(
+    path: str, device: torch.device, registry: Mapping[str, type[nn.Module]] | None
+) -> Checkpoint:
     try:
         snapshot = legacy_pickle.read_upstream_snapshot(path)
     except OSError as exc:

@@ -45,8 +45,9 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 import numpy as np
 import torch.utils.data
@@ -244,7 +245,9 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
         return _FolderSource(path)
     if os.path.isfile(path):
         if not path.lower().endswith(".zip") and not zipfile.is_zipfile(path):
-            raise DatasetError(f"{path}: expected a folder of images or a .zip archive, got another kind of file")
+            raise DatasetError(
+                f"{path}: expected a folder of images or a .zip archive, got another kind of file"
+            )
         return _ZipSource(path)
     raise DatasetError(f"{path}: no such folder or zip file")
 
@@ -401,6 +404,7 @@ def decode_image(data: bytes, where: str, *, backend: str = "auto", keep_16bit: 
 # ----------------------------------------------------------------------------------------------------
 # Labels.
 
+
 @dataclass(frozen=True)
 class DatasetLabels:
     """A parsed ``dataset.json``.
@@ -467,20 +471,22 @@ def parse_dataset_json(data: bytes | str, where: str) -> DatasetLabels:
     try:
         obj = json.loads(data)
     except json.JSONDecodeError as err:
-        raise DatasetError(f"{where}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+        raise DatasetError(
+            f"{where}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
     if not isinstance(obj, dict):
         raise DatasetError(
-            f"{where}: expected a JSON object ({{\"labels\": [[path, label], ...]}} or "
+            f'{where}: expected a JSON object ({{"labels": [[path, label], ...]}} or '
             f"{{path: label, ...}}), got {type(obj).__name__}"
         )
 
     class_names = obj.get("class_names")
     if class_names is not None:
         if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
-            raise DatasetError(f"{where}: \"class_names\" must be a list of strings, got {class_names!r}")
+            raise DatasetError(f'{where}: "class_names" must be a list of strings, got {class_names!r}')
         if len(set(class_names)) != len(class_names):
             dup = [n for n, c in Counter(class_names).items() if c > 1]
-            raise DatasetError(f"{where}: \"class_names\" has duplicates: {dup}")
+            raise DatasetError(f'{where}: "class_names" has duplicates: {dup}')
 
     pairs: list[tuple[str, Any]] = []
     if "labels" in obj:
@@ -490,11 +496,11 @@ def parse_dataset_json(data: bytes | str, where: str) -> DatasetLabels:
             return DatasetLabels(None, class_names, fmt, None, where)
         if not isinstance(entries, list):
             raise DatasetError(
-                f"{where}: \"labels\" must be a list of [path, label] pairs or null, got {type(entries).__name__}"
+                f'{where}: "labels" must be a list of [path, label] pairs or null, got {type(entries).__name__}'
             )
         for i, entry in enumerate(entries):
             if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
-                raise DatasetError(f"{where}: \"labels\" entry {i} must be a [path, label] pair, got {entry!r}")
+                raise DatasetError(f'{where}: "labels" entry {i} must be a [path, label] pair, got {entry!r}')
             pairs.append((entry[0], entry[1]))
     else:
         fmt = "flat"
@@ -507,7 +513,9 @@ def parse_dataset_json(data: bytes | str, where: str) -> DatasetLabels:
             continue
         rel = _normalize_relpath(key)
         if rel in labels and labels[rel] != label:
-            raise DatasetError(f"{where}: {key!r} is listed twice with different labels ({labels[rel]} and {label})")
+            raise DatasetError(
+                f"{where}: {key!r} is listed twice with different labels ({labels[rel]} and {label})"
+            )
         labels[rel] = label
 
     ints = [k for k, v in labels.items() if isinstance(v, int)]
@@ -527,13 +535,13 @@ def parse_dataset_json(data: bytes | str, where: str) -> DatasetLabels:
                 )
         if class_names is not None and len(class_names) != dims[first]:
             raise DatasetError(
-                f"{where}: \"class_names\" has {len(class_names)} names but vector labels have {dims[first]} values"
+                f'{where}: "class_names" has {len(class_names)} names but vector labels have {dims[first]} values'
             )
     if kind == "int" and class_names is not None:
         worst = max(ints, key=lambda k: labels[k])
         if labels[worst] >= len(class_names):
             raise DatasetError(
-                f"{where}: label {labels[worst]} for {worst!r} has no name: \"class_names\" lists only "
+                f'{where}: label {labels[worst]} for {worst!r} has no name: "class_names" lists only '
                 f"{len(class_names)} classes"
             )
     return DatasetLabels(labels, class_names, fmt, kind, where)
@@ -613,7 +621,9 @@ class ImageDataset(torch.utils.data.Dataset):
     # -- opening checks ------------------------------------------------------------------------------
 
     def _empty_message(self) -> str:
-        msg = f"{self.path}: no PNG/JPEG images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        msg = (
+            f"{self.path}: no PNG/JPEG images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        )
         if self._ignored:
             msg += f"; {len(self._ignored)} other files ignored, e.g. {_first_few(self._ignored, 3)}"
         return msg
@@ -668,11 +678,15 @@ class ImageDataset(torch.utils.data.Dataset):
         where = self._source.display(LABELS_FILE)
         if not self._source.exists(LABELS_FILE):
             nested = [f for f in self._ignored if posixpath.basename(f) == LABELS_FILE]
-            hint = f" (found {_first_few(nested, 3)} in a subfolder: labels must be at the root)" if nested else ""
+            hint = (
+                f" (found {_first_few(nested, 3)} in a subfolder: labels must be at the root)"
+                if nested
+                else ""
+            )
             raise DatasetError(f"use_labels=True but {where} does not exist{hint}")
         info = parse_dataset_json(self._source.read_bytes(LABELS_FILE), where)
         if info.labels is None:
-            raise DatasetError(f"{where}: \"labels\" is null, so there are no labels to use (use_labels=True)")
+            raise DatasetError(f'{where}: "labels" is null, so there are no labels to use (use_labels=True)')
         file_set = set(files)
         missing = [f for f in files if f not in info.labels]
         extra = sorted(k for k in info.labels if k not in file_set)

@@ -90,10 +90,13 @@ class PackReport:
         if self.labels_format is None:
             lines.append("Labels: none (no dataset.json in the source)")
         else:
-            lines.append(f"Labels: {self.labelled} labelled (from a {self.labels_format}-format dataset.json)")
+            lines.append(
+                f"Labels: {self.labelled} labelled (from a {self.labels_format}-format dataset.json)"
+            )
         if self.unlabelled:
             lines.append(
-                f"WARNING: {len(self.unlabelled)} packed images have no label: " + ", ".join(self.unlabelled[:10])
+                f"WARNING: {len(self.unlabelled)} packed images have no label: "
+                + ", ".join(self.unlabelled[:10])
             )
         if self.unknown_label_paths:
             lines.append(
@@ -147,7 +150,9 @@ def prepare_image(
         img = (img @ _LUMA)[:, :, np.newaxis]  # [H, W, 1]
     if resize:
         planes = [
-            np.asarray(Image.fromarray(np.ascontiguousarray(img[:, :, k])).resize((resolution, resolution), LANCZOS))
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(img[:, :, k])).resize((resolution, resolution), LANCZOS)
+            )
             for k in range(img.shape[2])
         ]
         img = np.stack(planes, axis=2)  # [N, N, C] float32
@@ -247,14 +252,22 @@ def pack_dataset(
     for rel, h in headers.items():
         if channels is None and h.channels != out_channels:
             report.skipped.append(
-                (rel, f"has {h.channels} channels but most images have {out_channels} (use --channels to convert)")
+                (
+                    rel,
+                    f"has {h.channels} channels but most images have {out_channels} (use --channels to convert)",
+                )
             )
         elif ref_hw is not None and (h.height, h.width) != ref_hw:
             report.skipped.append(
-                (rel, f"size {h.width}x{h.height} differs from most images' {ref_hw[1]}x{ref_hw[0]} (use --resolution)")
+                (
+                    rel,
+                    f"size {h.width}x{h.height} differs from most images' {ref_hw[1]}x{ref_hw[0]} (use --resolution)",
+                )
             )
         elif resolution is not None and transform == "none" and h.width != h.height:
-            report.skipped.append((rel, f"not square ({h.width}x{h.height}); use --transform center-crop or pad"))
+            report.skipped.append(
+                (rel, f"not square ({h.width}x{h.height}); use --transform center-crop or pad")
+            )
         else:
             plan.append(rel)
 
@@ -266,7 +279,9 @@ def pack_dataset(
                 where = src.display(rel)
                 try:
                     arr = decode_image(src.read_bytes(rel), where, keep_16bit=True)  # [H, W, C]
-                    img = prepare_image(arr, channels=out_channels, resolution=resolution, transform=transform)
+                    img = prepare_image(
+                        arr, channels=out_channels, resolution=resolution, transform=transform
+                    )
                 except DatasetError as err:
                     report.skipped.append((rel, str(err)))
                     continue
@@ -303,21 +318,47 @@ def pack_dataset(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--source", required=True, type=click.Path(exists=True),
-              help="Folder (searched recursively) or zip of PNG/JPEG images.")
+@click.option(
+    "--source",
+    required=True,
+    type=click.Path(exists=True),
+    help="Folder (searched recursively) or zip of PNG/JPEG images.",
+)
 @click.option("--dest", required=True, type=click.Path(), help="Output .zip file.")
 @click.option("--resolution", type=int, default=None, help="Resize to N x N (power of two), LANCZOS.")
-@click.option("--transform", type=click.Choice(TRANSFORMS), default="none", show_default=True,
-              help="Make non-square images square before resizing (needs --resolution).")
-@click.option("--channels", type=click.Choice(["1", "3"]), default=None,
-              help="Convert every image to 1 (L) or 3 (RGB) channels.")
-@click.option("--max-images", type=click.IntRange(min=1), default=None,
-              help="Pack only the first N images (sorted order).")
-@click.option("--compress-level", type=click.IntRange(0, 9), default=0, show_default=True,
-              help="PNG compression level inside the zip (0 = fastest to read).")
+@click.option(
+    "--transform",
+    type=click.Choice(TRANSFORMS),
+    default="none",
+    show_default=True,
+    help="Make non-square images square before resizing (needs --resolution).",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    default=None,
+    help="Convert every image to 1 (L) or 3 (RGB) channels.",
+)
+@click.option(
+    "--max-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pack only the first N images (sorted order).",
+)
+@click.option(
+    "--compress-level",
+    type=click.IntRange(0, 9),
+    default=0,
+    show_default=True,
+    help="PNG compression level inside the zip (0 = fastest to read).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --dest.")
-@click.option("--keep-names/--no-keep-names", default=True, show_default=True,
-              help="Record each image's source file in dataset.json ('source_files').")
+@click.option(
+    "--keep-names/--no-keep-names",
+    default=True,
+    show_default=True,
+    help="Record each image's source file in dataset.json ('source_files').",
+)
 def main(
     source: str,
     dest: str,
@@ -332,9 +373,16 @@ def main(
     """Pack a folder (or zip) of PNG/JPEG images and its dataset.json into a training zip."""
     try:
         report = pack_dataset(
-            source, dest, resolution=resolution, transform=transform,
-            channels=int(channels) if channels else None, max_images=max_images,
-            compress_level=compress_level, overwrite=overwrite, keep_names=keep_names, progress=True,
+            source,
+            dest,
+            resolution=resolution,
+            transform=transform,
+            channels=int(channels) if channels else None,
+            max_images=max_images,
+            compress_level=compress_level,
+            overwrite=overwrite,
+            keep_names=keep_names,
+            progress=True,
         )
     except DatasetError as err:
         raise click.ClickException(str(err)) from err

@@ -24,9 +24,10 @@ import datetime as _dt
 import os
 import platform
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,9 @@ def parse_seeds(text: str) -> list[int]:
         start = int(match.group(1))
         stop = int(match.group(2)) if match.group(2) is not None else start
         if stop < start:
-            raise GenerationError(f"bad seed range {item.strip()!r}: the end is before the start", param="seeds")
+            raise GenerationError(
+                f"bad seed range {item.strip()!r}: the end is before the start", param="seeds"
+            )
         if stop > MAX_SEED:
             raise GenerationError(f"seed {stop} is too large (at most {MAX_SEED})", param="seeds")
         if stop - start >= 10_000_000:
@@ -132,7 +135,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise GenerationError(f"unknown device {device!r}", param="device") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise GenerationError("CUDA was requested but no CUDA device is available; use --device cpu", param="device")
+        raise GenerationError(
+            "CUDA was requested but no CUDA device is available; use --device cpu", param="device"
+        )
     if resolved.type not in ("cpu", "cuda"):
         raise GenerationError(f"device {device!r} is not supported (cpu or cuda)", param="device")
     return resolved
@@ -221,27 +226,38 @@ def synthesize(
     module docstring for how ``noise_mode='random'`` is seeded.
     """
     if noise_mode not in NOISE_MODES:
-        raise GenerationError(f"noise mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}", param="noise-mode")
+        raise GenerationError(
+            f"noise mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}", param="noise-mode"
+        )
     if batch_size < 1:
         raise GenerationError(f"batch size must be at least 1; got {batch_size}", param="batch")
     device = torch.device(device)
     force_fp32 = device.type == "cpu"
     for start in range(0, len(seeds), batch_size):
-        batch = list(seeds[start:start + batch_size])
+        batch = list(seeds[start : start + batch_size])
         z = seed_latents(batch, G.z_dim).to(device)  # [B, z_dim]
         c = label.to(device).expand(len(batch), -1)  # [B, c_dim]
         ws = G.mapping(z, c, truncation_psi=truncation_psi)  # [B, num_ws, w_dim]
         if noise_mode == "random":
-            images = torch.cat([_synthesize_seeded(G, ws[i:i + 1], seed, device, force_fp32)
-                                for i, seed in enumerate(batch)])
+            images = torch.cat(
+                [
+                    _synthesize_seeded(G, ws[i : i + 1], seed, device, force_fp32)
+                    for i, seed in enumerate(batch)
+                ]
+            )
         else:
             images = G.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)  # [B, C, H, W]
-        for seed, image in zip(batch, images_to_uint8(images).numpy()):
-            yield seed, image
+        yield from zip(batch, images_to_uint8(images).numpy())
 
 
-def _synthesize_seeded(G: nn.Module, ws: torch.Tensor, seed: int, device: torch.device, force_fp32: bool) -> torch.Tensor:
-    cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+def _synthesize_seeded(
+    G: nn.Module, ws: torch.Tensor, seed: int, device: torch.device, force_fp32: bool
+) -> torch.Tensor:
+    cuda_devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
     with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
         torch.manual_seed(seed)
         return G.synthesis(ws, noise_mode="random", force_fp32=force_fp32)  # [1, C, H, W]
@@ -299,7 +315,9 @@ def generate_images(
     if any(not isinstance(s, int) or s < 0 or s > MAX_SEED for s in seeds):
         raise GenerationError(f"seeds must be integers in [0, {MAX_SEED}]", param="seeds")
     if noise_mode not in NOISE_MODES:
-        raise GenerationError(f"noise mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}", param="noise-mode")
+        raise GenerationError(
+            f"noise mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}", param="noise-mode"
+        )
     if batch_size < 1:
         raise GenerationError(f"batch size must be at least 1; got {batch_size}", param="batch")
     device = resolve_device(device)
@@ -313,14 +331,18 @@ def generate_images(
     except IsADirectoryError:
         raise GenerationError(f"{network_path}: is a folder, not a network file", param="network") from None
     except OSError as exc:
-        raise GenerationError(f"{network_path}: cannot read network file: {exc.strerror or exc}", param="network") from exc
+        raise GenerationError(
+            f"{network_path}: cannot read network file: {exc.strerror or exc}", param="network"
+        ) from exc
     except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
         raise GenerationError(str(exc), param="network") from exc
     key, G = select_generator(loaded.networks)
     c_dim, img_channels = int(G.c_dim), int(G.img_channels)
     if img_channels not in (1, 3):
-        raise GenerationError(f"{network_path}: {img_channels}-channel images cannot be saved as PNG (1 or 3 only)",
-                              param="network")
+        raise GenerationError(
+            f"{network_path}: {img_channels}-channel images cannot be saved as PNG (1 or 3 only)",
+            param="network",
+        )
     class_names = _class_names(loaded.metadata, c_dim)
     label = class_label(c_dim, class_idx, class_names)
 
@@ -331,8 +353,15 @@ def generate_images(
 
     files: dict[int, Path] = {}
     with tqdm(total=len(seeds), unit="img", desc="Generating", disable=not progress) as bar:
-        for seed, image in synthesize(G, seeds, label, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                                      batch_size=batch_size, device=device):
+        for seed, image in synthesize(
+            G,
+            seeds,
+            label,
+            truncation_psi=truncation_psi,
+            noise_mode=noise_mode,
+            batch_size=batch_size,
+            device=device,
+        ):
             path = out / f"seed{seed:04d}.png"
             save_png_atomic(image, path)
             files[seed] = path

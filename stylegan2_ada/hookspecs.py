@@ -14,7 +14,8 @@ the four names above.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -31,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def plugin_options() -> list["click.Option"]:
+def plugin_options() -> list[click.Option]:
     """Return extra command-line options for ``train.py``.
 
     Called once, before the command line is parsed, for the plugins named with ``--plugin``. The values
@@ -62,7 +63,7 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
 
 
 @hookspec
-def training_setup(context: "TrainingContext") -> None:
+def training_setup(context: TrainingContext) -> None:
     """Called once per process after the networks, dataset, optimizers and run directory exist.
 
     ``context`` holds ``G``, ``D``, ``G_ema``, ``augment_pipe``, ``dataset``, ``device``, ``run_dir``
@@ -72,7 +73,7 @@ def training_setup(context: "TrainingContext") -> None:
 
 
 @hookspec
-def loss_terms(phase: str, context: "TrainingContext", data: "PhaseData") -> Mapping[str, "torch.Tensor"] | None:
+def loss_terms(phase: str, context: TrainingContext, data: PhaseData) -> Mapping[str, torch.Tensor] | None:
     """Return extra loss terms for ``phase``: ``{name: scalar tensor}`` or ``None``.
 
     Each term is added to the phase's loss before backward (so it must already carry its weight) and is
@@ -88,7 +89,7 @@ def loss_terms(phase: str, context: "TrainingContext", data: "PhaseData") -> Map
 
 
 @hookspec
-def gradient_transforms(phase: str, context: "TrainingContext", module: "torch.nn.Module") -> None:
+def gradient_transforms(phase: str, context: TrainingContext, module: torch.nn.Module) -> None:
     """Transform the gradients of ``module`` (G or D) in place, after backward and before the optimizer step.
 
     Called once per phase per step, after gradient accumulation, the cross-rank all-reduce and the
@@ -97,7 +98,7 @@ def gradient_transforms(phase: str, context: "TrainingContext", module: "torch.n
 
 
 @hookspec
-def tick_statistics(context: "TrainingContext") -> Mapping[str, float] | None:
+def tick_statistics(context: TrainingContext) -> Mapping[str, float] | None:
     """Return extra statistics for this tick, ``{full name: value}``, e.g. ``{"Privacy/epsilon": 2.9}``.
 
     Called on every rank at the end of each tick; values are written to ``stats.jsonl``, TensorBoard and
@@ -106,7 +107,7 @@ def tick_statistics(context: "TrainingContext") -> Mapping[str, float] | None:
 
 
 @hookspec
-def plugin_state(context: "TrainingContext") -> Mapping[str, Any] | None:
+def plugin_state(context: TrainingContext) -> Mapping[str, Any] | None:
     """Return JSON-serialisable state to store in each snapshot, so that ``--resume`` can restore it.
 
     Stored per plugin name; on resume it is handed back to the same plugin through
@@ -115,5 +116,5 @@ def plugin_state(context: "TrainingContext") -> Mapping[str, Any] | None:
 
 
 @hookspec
-def restore_plugin_state(context: "TrainingContext", state: Mapping[str, Any]) -> None:
+def restore_plugin_state(context: TrainingContext, state: Mapping[str, Any]) -> None:
     """Restore what :func:`plugin_state` returned, when resuming from a snapshot that holds it."""

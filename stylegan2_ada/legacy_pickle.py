@@ -32,8 +32,9 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -246,7 +247,9 @@ def _check_int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if isinstance(value, torch.Size):
         value = tuple(value)
     if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise UnsafePickleError(f"torch._utils._rebuild_tensor_v2: {what} must be a tuple of ints, got {value!r}")
+        raise UnsafePickleError(
+            f"torch._utils._rebuild_tensor_v2: {what} must be a tuple of ints, got {value!r}"
+        )
     if any(v < 0 for v in value):
         raise LegacyPickleError(f"torch._utils._rebuild_tensor_v2: negative {what} {value!r}")
     return value
@@ -334,7 +337,9 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> np.generic:
         )
     np_dtype = dtype.to_numpy()
     if not isinstance(data, bytes) or len(data) != np_dtype.itemsize:
-        raise LegacyPickleError(f"numpy scalar: expected {np_dtype.itemsize} bytes for dtype {np_dtype}, got {data!r}")
+        raise LegacyPickleError(
+            f"numpy scalar: expected {np_dtype.itemsize} bytes for dtype {np_dtype}, got {data!r}"
+        )
     return np.frombuffer(data, dtype=np_dtype)[0]
 
 
@@ -368,7 +373,7 @@ ALLOWED_GLOBALS: Mapping[tuple[str, str], Callable[..., Any] | type] = {
 # The unpickler.
 
 
-def _load_build_restricted(self: "RestrictedUnpickler") -> None:
+def _load_build_restricted(self: RestrictedUnpickler) -> None:
     """``BUILD`` opcode: only our numpy-dtype stand-in may receive state; everything else is refused."""
     state = self.stack.pop()
     inst = self.stack[-1]
@@ -436,7 +441,7 @@ def to_plain(value: Any, where: str = "value") -> Any:
     raise LegacyPickleError(f"{where}: unsupported value of type {type(value).__name__}")
 
 
-def record_state_dict(record: PersistentRecord) -> "collections.OrderedDict[str, torch.Tensor]":
+def record_state_dict(record: PersistentRecord) -> collections.OrderedDict[str, torch.Tensor]:
     """The ``state_dict`` of a persistent network record, as ``nn.Module.state_dict()`` would name it.
 
     Walks ``_parameters``, then ``_buffers`` (skipping non-persistent ones), then ``_modules``
@@ -463,7 +468,9 @@ def _walk_record(record: Any, prefix: str, out: dict, path: str) -> None:
             if tensor is None or (group == "_buffers" and name in non_persistent):
                 continue
             if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-                raise LegacyPickleError(f"{path}.{group}[{name!r}]: expected a tensor, got {type(tensor).__name__}")
+                raise LegacyPickleError(
+                    f"{path}.{group}[{name!r}]: expected a tensor, got {type(tensor).__name__}"
+                )
             out[prefix + name] = tensor
     modules = state.get("_modules", {})
     if not isinstance(modules, dict):
@@ -525,8 +532,21 @@ def read_upstream_snapshot(path: str | os.PathLike[str]) -> UpstreamSnapshot:
             data = restricted_load(file)
         except LegacyPickleError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
-        except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, OverflowError, MemoryError) as exc:
-            raise LegacyPickleError(f"{path}: not a readable pickle (truncated or corrupt?): {exc!r}") from exc
+        except (
+            EOFError,
+            pickle.UnpicklingError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            RuntimeError,
+            OverflowError,
+            MemoryError,
+        ) as exc:
+            raise LegacyPickleError(
+                f"{path}: not a readable pickle (truncated or corrupt?): {exc!r}"
+            ) from exc
     if isinstance(data, int) and data == _TORCH_LEGACY_MAGIC:
         raise LegacyPickleError(
             f"{path}: this is a legacy torch.save file, not a stylegan2-ada-pytorch snapshot"
@@ -548,7 +568,9 @@ def read_upstream_snapshot(path: str | os.PathLike[str]) -> UpstreamSnapshot:
             if value is None:
                 continue
             if not isinstance(value, PersistentRecord):
-                raise LegacyPickleError(f"{path}: '{key}' is a {type(value).__name__}, not a persistent network")
+                raise LegacyPickleError(
+                    f"{path}: '{key}' is a {type(value).__name__}, not a persistent network"
+                )
             networks[key] = value
         elif key == "training_set_kwargs":
             training_set_kwargs = None if value is None else to_plain(value, f"{path}: training_set_kwargs")
@@ -556,7 +578,11 @@ def read_upstream_snapshot(path: str | os.PathLike[str]) -> UpstreamSnapshot:
             try:
                 extra[str(key)] = to_plain(value, f"{path}: {key}")
             except LegacyPickleError:
-                warnings.warn(f"{path}: ignoring top-level entry {key!r} that is not plain data", stacklevel=2)
+                warnings.warn(
+                    f"{path}: ignoring top-level entry {key!r} that is not plain data", stacklevel=2
+                )
     if not networks:
-        raise LegacyPickleError(f"{path}: no networks found (expected some of {', '.join(UPSTREAM_NETWORK_KEYS)})")
+        raise LegacyPickleError(
+            f"{path}: no networks found (expected some of {', '.join(UPSTREAM_NETWORK_KEYS)})"
+        )
     return UpstreamSnapshot(networks=networks, training_set_kwargs=training_set_kwargs, extra=extra)

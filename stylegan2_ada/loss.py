@@ -18,8 +18,8 @@ The discriminator's main loss for ONE example is also available as a pure functi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,12 @@ def d_main_loss_per_example(
     if augment is not None:
         real = augment(real)
         fake = augment(fake)
-    real_logits = torch.func.functional_call(D, dict(params_and_buffers), (real, real_c.unsqueeze(0)))  # [1, 1]
-    fake_logits = torch.func.functional_call(D, dict(params_and_buffers), (fake, gen_c.unsqueeze(0)))  # [1, 1]
+    real_logits = torch.func.functional_call(
+        D, dict(params_and_buffers), (real, real_c.unsqueeze(0))
+    )  # [1, 1]
+    fake_logits = torch.func.functional_call(
+        D, dict(params_and_buffers), (fake, gen_c.unsqueeze(0))
+    )  # [1, 1]
     return (F.softplus(fake_logits) + F.softplus(-real_logits)).sum()
 
 
@@ -194,7 +198,9 @@ class StyleGAN2Loss:
         gen_img, gen_ws = self.run_G(gen_z, gen_c)  # [N, C, H, W], [N, num_ws, w_dim]
         gen_logits = self.run_D(gen_img, gen_c)  # [N, 1]
         loss_G = F.softplus(-gen_logits)  # [N, 1]
-        data = PhaseData("Gmain", gen_z=gen_z, gen_c=gen_c, gen_ws=gen_ws, gen_img=gen_img, gen_logits=gen_logits)
+        data = PhaseData(
+            "Gmain", gen_z=gen_z, gen_c=gen_c, gen_ws=gen_ws, gen_img=gen_img, gen_logits=gen_logits
+        )
         stats = {
             "Loss/scores/fake": gen_logits.detach(),
             "Loss/signs/fake": gen_logits.detach().sign(),
@@ -209,7 +215,9 @@ class StyleGAN2Loss:
         gen_img, gen_ws = self.run_G(gen_z, gen_c)  # [n, C, H, W], [n, num_ws, w_dim]
         h, w = gen_img.shape[2], gen_img.shape[3]
         pl_noise = torch.randn_like(gen_img) / (h * w) ** 0.5  # [n, C, H, W]
-        (pl_grads,) = torch.autograd.grad(outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True)
+        (pl_grads,) = torch.autograd.grad(
+            outputs=[(gen_img * pl_noise).sum()], inputs=[gen_ws], create_graph=True
+        )
         pl_lengths = pl_grads.square().sum(2).mean(1).sqrt()  # [n]
         pl_mean = self.pl_mean.lerp(pl_lengths.mean().detach(), self.pl_decay)  # []
         self.pl_mean.copy_(pl_mean)
@@ -234,8 +242,15 @@ class StyleGAN2Loss:
         loss_Dreal = F.softplus(-real_logits)  # [N, 1]
         loss_D = loss_Dgen + loss_Dreal  # [N, 1]
         data = PhaseData(
-            "Dmain", gen_z=gen_z, gen_c=gen_c, gen_ws=gen_ws, gen_img=gen_img, gen_logits=gen_logits,
-            real_img=real_img, real_c=real_c, real_logits=real_logits,
+            "Dmain",
+            gen_z=gen_z,
+            gen_c=gen_c,
+            gen_ws=gen_ws,
+            gen_img=gen_img,
+            gen_logits=gen_logits,
+            real_img=real_img,
+            real_c=real_c,
+            real_logits=real_logits,
         )
         stats = {
             "Loss/scores/fake": gen_logits.detach(),
@@ -250,7 +265,9 @@ class StyleGAN2Loss:
         """R1 on reals: real_img [N, C, H, W], real_c [N, c_dim]."""
         real_img_tmp = real_img.detach().requires_grad_(True)  # [N, C, H, W]
         real_logits = self.run_D(real_img_tmp, real_c)  # [N, 1]
-        (r1_grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True)
+        (r1_grads,) = torch.autograd.grad(
+            outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True
+        )
         r1_penalty = r1_grads.square().sum([1, 2, 3])  # [N]
         loss_Dr1 = r1_penalty * (self.r1_gamma / 2)  # [N]
         loss = loss_Dr1.mean()

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from stylegan2_ada.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upsample2d, downsample2d
+from stylegan2_ada.ops import (
+    bias_act,
+    conv2d_resample,
+    downsample2d,
+    modulated_conv2d,
+    setup_filter,
+    upsample2d,
+)
 from stylegan2_ada.ops.bias_act import ACTIVATIONS
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
@@ -44,7 +52,9 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def _activation_memory_format(fp16_channels_last: bool, fp16: bool, device: torch.device) -> torch.memory_format:
+def _activation_memory_format(
+    fp16_channels_last: bool, fp16: bool, device: torch.device
+) -> torch.memory_format:
     """NHWC (channels_last) where it is faster: on CPU for inference (oneDNN's transposed convolution runs
     several times faster on NHWC; measured 7 % faster generation overall, but 15 % slower training steps,
     so not when gradients are recorded), and on CUDA for float16 blocks when asked."""
@@ -92,7 +102,9 @@ class FullyConnectedLayer(nn.Module):
         self.out_features = out_features
         self.activation = activation
         self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)  # [O, I]
-        self.bias = nn.Parameter(torch.full([out_features], float(np.float32(bias_init)))) if bias else None  # [O]
+        self.bias = (
+            nn.Parameter(torch.full([out_features], float(np.float32(bias_init)))) if bias else None
+        )  # [O]
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
@@ -110,7 +122,9 @@ class FullyConnectedLayer(nn.Module):
         return bias_act(x, b, act=self.activation)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        )
 
 
 class Conv2dLayer(nn.Module):
@@ -147,7 +161,9 @@ class Conv2dLayer(nn.Module):
         self.act_gain = ACTIVATIONS[activation].def_gain
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(
+            memory_format=memory_format
+        )
         bias_t = torch.zeros([out_channels]) if bias else None
         if trainable:
             self.weight = nn.Parameter(weight)
@@ -167,19 +183,35 @@ class Conv2dLayer(nn.Module):
             # act(g * (conv(x, w) + b)) == act(conv(x, g * w) + g * b): one pass less over the activations.
             w = self.weight * (self.weight_gain * act_gain)
             b = self.bias * act_gain if self.bias is not None else None
-            x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
-                                padding=self.padding, flip_weight=(self.up == 1),
-                                bias=b.to(x.dtype) if b is not None else None)
+            x = conv2d_resample(
+                x,
+                w.to(x.dtype),
+                f=self.resample_filter,
+                up=self.up,
+                down=self.down,
+                padding=self.padding,
+                flip_weight=(self.up == 1),
+                bias=b.to(x.dtype) if b is not None else None,
+            )
             return _activate_and_clamp(x, self.activation, act_clamp)
         w = self.weight * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
-                            padding=self.padding, flip_weight=(self.up == 1))
+        x = conv2d_resample(
+            x,
+            w.to(x.dtype),
+            f=self.resample_filter,
+            up=self.up,
+            down=self.down,
+            padding=self.padding,
+            flip_weight=(self.up == 1),
+        )
         return bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_channels}, out={self.out_channels}, act={self.activation}, up={self.up}, "
-                f"down={self.down}")
+        return (
+            f"in={self.in_channels}, out={self.out_channels}, act={self.activation}, up={self.up}, "
+            f"down={self.down}"
+        )
 
 
 class MappingNetwork(nn.Module):
@@ -220,8 +252,9 @@ class MappingNetwork(nn.Module):
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
         for i in range(num_layers):
-            layer = FullyConnectedLayer(features[i], features[i + 1], activation=activation,
-                                        lr_multiplier=lr_multiplier)
+            layer = FullyConnectedLayer(
+                features[i], features[i + 1], activation=activation, lr_multiplier=lr_multiplier
+            )
             setattr(self, f"fc{i}", layer)
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
@@ -297,14 +330,21 @@ class SynthesisLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format))
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
+        )
         if use_noise:
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = False,
-                gain: float = 1.0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise_mode: str = "random",
+        fused_modconv: bool = False,
+        gain: float = 1.0,
+    ) -> torch.Tensor:
         """x [N, C_in, H, W], w [N, Wd] -> [N, C_out, H*up, W*up]."""
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none'; got {noise_mode!r}")
@@ -312,8 +352,10 @@ class SynthesisLayer(nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) \
-                * self.noise_strength  # [N, 1, H', W']
+            noise = (
+                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                * self.noise_strength
+            )  # [N, 1, H', W']
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength  # [H', W']
 
@@ -321,34 +363,62 @@ class SynthesisLayer(nn.Module):
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         if self.activation in _HOMOGENEOUS_ACTIVATIONS:
             # Bias, noise and gain ride along with demodulation in one pass; then activation and clamp.
-            x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                                 resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                                 fused_modconv=fused_modconv, bias=self.bias, gain=act_gain)
+            x = modulated_conv2d(
+                x,
+                self.weight,
+                styles,
+                noise=noise,
+                up=self.up,
+                padding=self.padding,
+                resample_filter=self.resample_filter,
+                flip_weight=(self.up == 1),
+                fused_modconv=fused_modconv,
+                bias=self.bias,
+                gain=act_gain,
+            )
             return _activate_and_clamp(x, self.activation, act_clamp)
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+            fused_modconv=fused_modconv,
+        )
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
 
 
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 convolution to image channels, without demodulation; linear, clamped."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
-                 conv_clamp: float | None = None, channels_last: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        kernel_size: int = 1,
+        conv_clamp: float | None = None,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format))
+            torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
+        )
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = False) -> torch.Tensor:
         """x [N, C, H, W], w [N, Wd] -> [N, img_channels, H, W]."""
         styles = self.affine(w) * self.weight_gain  # [N, C]
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv, bias=self.bias)
+        x = modulated_conv2d(
+            x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv, bias=self.bias
+        )
         return _activate_and_clamp(x, "linear", self.conv_clamp)
 
 
@@ -388,20 +458,47 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
-                                        resample_filter=resample_filter, conv_clamp=conv_clamp,
-                                        channels_last=self.channels_last, **layer_kwargs)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim=w_dim,
+                resolution=resolution,
+                up=2,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+                channels_last=self.channels_last,
+                **layer_kwargs,
+            )
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
-                                    conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
+        self.conv1 = SynthesisLayer(
+            out_channels,
+            out_channels,
+            w_dim=w_dim,
+            resolution=resolution,
+            conv_clamp=conv_clamp,
+            channels_last=self.channels_last,
+            **layer_kwargs,
+        )
         self.num_conv += 1
         if is_last or architecture == "skip":
-            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp,
-                                    channels_last=self.channels_last)
+            self.torgb = ToRGBLayer(
+                out_channels,
+                img_channels,
+                w_dim=w_dim,
+                conv_clamp=conv_clamp,
+                channels_last=self.channels_last,
+            )
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
-            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
-                                    resample_filter=resample_filter, channels_last=self.channels_last)
+            self.skip = Conv2dLayer(
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                up=2,
+                resample_filter=resample_filter,
+                channels_last=self.channels_last,
+            )
 
     def forward(
         self,
@@ -421,8 +518,11 @@ class SynthesisBlock(nn.Module):
         if fused_modconv is None:
             # Per-sample grouped kernels pay off only for inference on CUDA; the shared-weight form batches
             # better everywhere else (and supports float16 activations without per-sample weights).
-            fused_modconv = (not self.training) and ws.device.type == "cuda" and (dtype == torch.float32
-                                                                                  or ws.shape[0] == 1)
+            fused_modconv = (
+                (not self.training)
+                and ws.device.type == "cuda"
+                and (dtype == torch.float32 or ws.shape[0] == 1)
+            )
 
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])  # [N, C, 4, 4]
@@ -488,9 +588,16 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             in_channels = channels[res // 2] if res > 4 else 0
             is_last = res == img_resolution
-            block = SynthesisBlock(in_channels, channels[res], w_dim=w_dim, resolution=res,
-                                   img_channels=img_channels, is_last=is_last, use_fp16=(res >= fp16_resolution),
-                                   **block_kwargs)
+            block = SynthesisBlock(
+                in_channels,
+                channels[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                is_last=is_last,
+                use_fp16=(res >= fp16_resolution),
+                **block_kwargs,
+            )
             self.num_ws += block.num_conv
             if is_last:
                 self.num_ws += block.num_torgb
@@ -527,21 +634,38 @@ class Generator(nn.Module):
         super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
         synthesis_kwargs = dict(synthesis_kwargs or {})
-        self.init_kwargs = copy.deepcopy(dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
-                                              img_channels=img_channels, mapping_kwargs=mapping_kwargs,
-                                              synthesis_kwargs=synthesis_kwargs))
+        self.init_kwargs = copy.deepcopy(
+            dict(
+                z_dim=z_dim,
+                c_dim=c_dim,
+                w_dim=w_dim,
+                img_resolution=img_resolution,
+                img_channels=img_channels,
+                mapping_kwargs=mapping_kwargs,
+                synthesis_kwargs=synthesis_kwargs,
+            )
+        )
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(
+            w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
+        self.mapping = MappingNetwork(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs
+        )
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None, truncation_psi: float = 1,
-                truncation_cutoff: int | None = None, **synthesis_kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        truncation_psi: float = 1,
+        truncation_cutoff: int | None = None,
+        **synthesis_kwargs: Any,
+    ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)
 
@@ -591,18 +715,36 @@ class DiscriminatorBlock(nn.Module):
 
         common = dict(activation=activation, conv_clamp=conv_clamp, channels_last=self.channels_last)
         if in_channels == 0 or architecture == "skip":
-            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, trainable=next_trainable(),
-                                       **common)
-        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, trainable=next_trainable(), **common)
-        self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, down=2, trainable=next_trainable(),
-                                 resample_filter=resample_filter, **common)
+            self.fromrgb = Conv2dLayer(
+                img_channels, tmp_channels, kernel_size=1, trainable=next_trainable(), **common
+            )
+        self.conv0 = Conv2dLayer(
+            tmp_channels, tmp_channels, kernel_size=3, trainable=next_trainable(), **common
+        )
+        self.conv1 = Conv2dLayer(
+            tmp_channels,
+            out_channels,
+            kernel_size=3,
+            down=2,
+            trainable=next_trainable(),
+            resample_filter=resample_filter,
+            **common,
+        )
         if architecture == "resnet":
-            self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
-                                    trainable=next_trainable(), resample_filter=resample_filter,
-                                    channels_last=self.channels_last)
+            self.skip = Conv2dLayer(
+                tmp_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                down=2,
+                trainable=next_trainable(),
+                resample_filter=resample_filter,
+                channels_last=self.channels_last,
+            )
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, C_in, R, R] (None for the first block), img [N, img_C, R, R] ->
         (x [N, C_out, R/2, R/2], img downsampled for 'skip' else None)."""
         device = (x if x is not None else img).device
@@ -678,14 +820,22 @@ class DiscriminatorEpilogue(nn.Module):
         self.architecture = architecture
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
-        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation,
-                                conv_clamp=conv_clamp)
+        self.mbstd = (
+            MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
+        )
+        self.conv = Conv2dLayer(
+            in_channels + mbstd_num_channels,
+            in_channels,
+            kernel_size=3,
+            activation=activation,
+            conv_clamp=conv_clamp,
+        )
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None,
-                force_fp32: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None, force_fp32: bool = False
+    ) -> torch.Tensor:
         """x [N, C, 4, 4], cmap [N, cmap_dim] or None -> logits [N, 1]."""
         x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if self.architecture == "skip":
@@ -722,11 +872,22 @@ class Discriminator(nn.Module):
         block_kwargs = dict(block_kwargs or {})
         mapping_kwargs = dict(mapping_kwargs or {})
         epilogue_kwargs = dict(epilogue_kwargs or {})
-        self.init_kwargs = copy.deepcopy(dict(
-            c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels, architecture=architecture,
-            channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
-            cmap_dim=cmap_dim, block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs,
-            epilogue_kwargs=epilogue_kwargs))
+        self.init_kwargs = copy.deepcopy(
+            dict(
+                c_dim=c_dim,
+                img_resolution=img_resolution,
+                img_channels=img_channels,
+                architecture=architecture,
+                channel_base=channel_base,
+                channel_max=channel_max,
+                num_fp16_res=num_fp16_res,
+                conv_clamp=conv_clamp,
+                cmap_dim=cmap_dim,
+                block_kwargs=block_kwargs,
+                mapping_kwargs=mapping_kwargs,
+                epilogue_kwargs=epilogue_kwargs,
+            )
+        )
         log2 = _check_resolution(img_resolution)
         self.c_dim = c_dim
         self.img_resolution = img_resolution
@@ -745,20 +906,32 @@ class Discriminator(nn.Module):
         layer_idx = 0
         for res in self.block_resolutions:
             in_channels = channels[res] if res < img_resolution else 0
-            block = DiscriminatorBlock(in_channels, channels[res], channels[res // 2], resolution=res,
-                                       first_layer_idx=layer_idx, use_fp16=(res >= fp16_resolution),
-                                       **block_kwargs, **common)
+            block = DiscriminatorBlock(
+                in_channels,
+                channels[res],
+                channels[res // 2],
+                resolution=res,
+                first_layer_idx=layer_idx,
+                use_fp16=(res >= fp16_resolution),
+                **block_kwargs,
+                **common,
+            )
             setattr(self, f"b{res}", block)
             layer_idx += block.num_layers
         if c_dim > 0:
-            self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None,
-                                          **mapping_kwargs)
-        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common)
+            self.mapping = MappingNetwork(
+                z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **mapping_kwargs
+            )
+        self.b4 = DiscriminatorEpilogue(
+            channels[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common
+        )
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None, **block_kwargs: Any) -> torch.Tensor:
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
-            raise ValueError(f"D expects images [N, {self.img_channels}, {self.img_resolution}, "
-                             f"{self.img_resolution}]; got {tuple(img.shape)}")
+            raise ValueError(
+                f"D expects images [N, {self.img_channels}, {self.img_resolution}, "
+                f"{self.img_resolution}]; got {tuple(img.shape)}"
+            )
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, **block_kwargs)

@@ -28,8 +28,9 @@ import importlib.util
 import json
 import pkgutil
 import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import click
 import pluggy
@@ -45,7 +46,13 @@ HOOK_NAMES = tuple(
     sorted(name for name, obj in vars(hookspecs).items() if hasattr(obj, f"{hookspecs.PROJECT_NAME}_spec"))
 )
 # Hooks whose results are kept per plugin: called one implementation at a time, so no wrappers.
-_PER_PLUGIN_HOOKS = ("plugin_options", "loss_terms", "tick_statistics", "plugin_state", "restore_plugin_state")
+_PER_PLUGIN_HOOKS = (
+    "plugin_options",
+    "loss_terms",
+    "tick_statistics",
+    "plugin_state",
+    "restore_plugin_state",
+)
 _CORE = "the core"
 
 
@@ -114,7 +121,8 @@ def _builtin_names(builtin_package: str) -> list[str]:
     if spec is None or not spec.submodule_search_locations:
         return []
     return sorted(
-        info.name for info in pkgutil.iter_modules(list(spec.submodule_search_locations))
+        info.name
+        for info in pkgutil.iter_modules(list(spec.submodule_search_locations))
         if not info.name.startswith("_")
     )
 
@@ -213,8 +221,12 @@ def _resolve(
 
 def _is_clean_name(name: object) -> bool:
     """A non-empty printable string without '/' or white space (fit for ``Loss/<plugin>/<term>``)."""
-    return isinstance(name, str) and bool(name) and name.isprintable() and "/" not in name and not any(
-        ch.isspace() for ch in name
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and name.isprintable()
+        and "/" not in name
+        and not any(ch.isspace() for ch in name)
     )
 
 
@@ -258,7 +270,10 @@ def check_plugins(pm: pluggy.PluginManager) -> None:
         if not pm.get_hookcallers(plugin):
             problems.append(f"plugin {name!r} implements no hooks (no function decorated with @hookimpl)")
         for hook_name in HOOK_NAMES:
-            if callable(getattr(plugin, hook_name, None)) and pm.parse_hookimpl_opts(plugin, hook_name) is None:
+            if (
+                callable(getattr(plugin, hook_name, None))
+                and pm.parse_hookimpl_opts(plugin, hook_name) is None
+            ):
                 problems.append(
                     f"plugin {name!r} defines {hook_name}() without @hookimpl (from stylegan2_ada.hookspecs "
                     f"import hookimpl), so it would never be called"
@@ -296,7 +311,9 @@ def create_plugin_manager(names: Sequence[str], *, builtin_package: str = BUILTI
     for name, item in reversed(found.items()):
         if pm.is_registered(item.plugin):
             other = pm.get_name(item.plugin)
-            raise PluginError(f"plugins {name!r} and {other!r} are the same module ({item.source}); name it once")
+            raise PluginError(
+                f"plugins {name!r} and {other!r} are the same module ({item.source}); name it once"
+            )
         try:
             pm.register(item.plugin, name=name)
         except pluggy.PluginValidationError as exc:
@@ -382,8 +399,11 @@ def call_loss_terms(
                     f"'/' or spaces"
                 )
             if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
-                got = f"a {value.dtype} tensor of shape {list(value.shape)}" if isinstance(
-                    value, torch.Tensor) else type(value).__name__
+                got = (
+                    f"a {value.dtype} tensor of shape {list(value.shape)}"
+                    if isinstance(value, torch.Tensor)
+                    else type(value).__name__
+                )
                 raise InvalidPluginError(
                     f"plugin {plugin_name!r}: loss term {term!r} in phase {phase} must be a 0-dim "
                     f"floating-point tensor, not {got}"
@@ -448,7 +468,9 @@ def collect_tick_statistics(pm: pluggy.PluginManager, context: TrainingContext) 
     for plugin_name, result in _results(pm, "tick_statistics", context=context):
         for key, value in _mapping(plugin_name, "tick_statistics", result, "{name: number}").items():
             if not isinstance(key, str) or not key:
-                raise InvalidPluginError(f"plugin {plugin_name!r}: statistic name {key!r} must be a non-empty string")
+                raise InvalidPluginError(
+                    f"plugin {plugin_name!r}: statistic name {key!r} must be a non-empty string"
+                )
             if key in owner:
                 raise InvalidPluginError(
                     f"statistic {key!r} is reported by both plugin {owner[key]!r} and plugin {plugin_name!r}"
@@ -476,7 +498,9 @@ def plugin_states(pm: pluggy.PluginManager, context: TrainingContext) -> dict[st
         try:
             states[plugin_name] = json.loads(json.dumps(state))
         except (TypeError, ValueError) as exc:
-            raise InvalidPluginError(f"plugin {plugin_name!r}: plugin_state is not JSON-serialisable: {exc}") from exc
+            raise InvalidPluginError(
+                f"plugin {plugin_name!r}: plugin_state is not JSON-serialisable: {exc}"
+            ) from exc
     return states
 
 

@@ -23,7 +23,9 @@ def upstream_npz() -> dict[str, np.ndarray]:
     """Reference outputs of NVIDIA's stylegan2-ada-pytorch (see ../shared/fixtures/README.md)."""
     path = FIXTURE_NPZ
     if not path.exists():
-        pytest.skip(f"upstream reference fixtures not found at {path} (they live beside the project, in ../shared)")
+        pytest.skip(
+            f"upstream reference fixtures not found at {path} (they live beside the project, in ../shared)"
+        )
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
@@ -32,29 +34,60 @@ def upstream_npz() -> dict[str, np.ndarray]:
 def upstream_pkl_path() -> Path:
     path = FIXTURE_PKL
     if not path.exists():
-        pytest.skip(f"upstream reference snapshot not found at {path} (it lives beside the project, in ../shared)")
+        pytest.skip(
+            f"upstream reference snapshot not found at {path} (it lives beside the project, in ../shared)"
+        )
     return path
 
 
 # The configuration of the upstream fixture (../shared/fixtures/README.md).
-FIXTURE_G_KWARGS = dict(z_dim=64, c_dim=2, w_dim=64, img_resolution=32, img_channels=1,
-                        mapping_kwargs=dict(num_layers=2),
-                        synthesis_kwargs=dict(channel_base=512, channel_max=64, num_fp16_res=0, conv_clamp=256))
-FIXTURE_D_KWARGS = dict(c_dim=2, img_resolution=32, img_channels=1, channel_base=512, channel_max=64,
-                        num_fp16_res=0, conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=4))
+FIXTURE_G_KWARGS = dict(
+    z_dim=64,
+    c_dim=2,
+    w_dim=64,
+    img_resolution=32,
+    img_channels=1,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=512, channel_max=64, num_fp16_res=0, conv_clamp=256),
+)
+FIXTURE_D_KWARGS = dict(
+    c_dim=2,
+    img_resolution=32,
+    img_channels=1,
+    channel_base=512,
+    channel_max=64,
+    num_fp16_res=0,
+    conv_clamp=256,
+    epilogue_kwargs=dict(mbstd_group_size=4),
+)
 
 
 def tiny_g_kwargs(res: int = 16, c_dim: int = 2, channels: int = 1, architecture: str = "skip") -> dict:
-    return dict(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=res, img_channels=channels,
-                mapping_kwargs=dict(num_layers=2),
-                synthesis_kwargs=dict(channel_base=128, channel_max=16, architecture=architecture, conv_clamp=256))
+    return dict(
+        z_dim=16,
+        c_dim=c_dim,
+        w_dim=16,
+        img_resolution=res,
+        img_channels=channels,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=128, channel_max=16, architecture=architecture, conv_clamp=256),
+    )
 
 
-def tiny_d_kwargs(res: int = 16, c_dim: int = 2, channels: int = 1, architecture: str = "resnet",
-                  mbstd: int = 2) -> dict:
-    return dict(c_dim=c_dim, img_resolution=res, img_channels=channels, architecture=architecture,
-                channel_base=128, channel_max=16, conv_clamp=256, mapping_kwargs=dict(num_layers=2),
-                epilogue_kwargs=dict(mbstd_group_size=mbstd))
+def tiny_d_kwargs(
+    res: int = 16, c_dim: int = 2, channels: int = 1, architecture: str = "resnet", mbstd: int = 2
+) -> dict:
+    return dict(
+        c_dim=c_dim,
+        img_resolution=res,
+        img_channels=channels,
+        architecture=architecture,
+        channel_base=128,
+        channel_max=16,
+        conv_clamp=256,
+        mapping_kwargs=dict(num_layers=2),
+        epilogue_kwargs=dict(mbstd_group_size=mbstd),
+    )
 
 
 @pytest.fixture

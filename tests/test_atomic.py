@@ -8,13 +8,12 @@ import stat
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_g_kwargs
 
 from data_processing.pngio import read_png, write_png
 from stylegan2_ada.atomic import atomic_write, default_file_mode, write_json_atomic
 from stylegan2_ada.checkpoint import load_checkpoint, save_checkpoint
 from stylegan2_ada.networks import Generator
-
-from conftest import tiny_g_kwargs
 
 
 @pytest.fixture
@@ -42,7 +41,12 @@ def test_every_writer_gives_usual_permissions(tmp_path, umask_022):
     save_checkpoint(tmp_path / "d.safetensors", networks={"G": G})
     for name in ("a.bin", "b.json", "c.png", "d.safetensors"):
         assert _mode(tmp_path / name) == 0o644, name
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json", "c.png", "d.safetensors"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.bin",
+        "b.json",
+        "c.png",
+        "d.safetensors",
+    ]  # no temp files
     assert (read_png(tmp_path / "c.png") == np.arange(16).reshape(4, 4)).all()
     loaded = load_checkpoint(tmp_path / "d.safetensors").networks["G"]
     for (name, a), b in zip(G.state_dict().items(), loaded.state_dict().values()):

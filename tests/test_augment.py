@@ -51,7 +51,17 @@ def pipe_for(op_or_spec: str, p: float) -> AugmentPipe:
 
 def test_specs_are_the_upstream_pipelines():
     assert list(AUGPIPE_SPECS) == [
-        "blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc",
+        "blit",
+        "geom",
+        "color",
+        "filter",
+        "noise",
+        "cutout",
+        "bg",
+        "bgc",
+        "bgcf",
+        "bgcfn",
+        "bgcfnc",
     ]
     assert set(AUGPIPE_SPECS["blit"]) == {"xflip", "rotate90", "xint"}
     assert set(AUGPIPE_SPECS["geom"]) == {"scale", "rotate", "aniso", "xfrac"}
@@ -70,9 +80,19 @@ def test_specs_are_the_upstream_pipelines():
 def test_constructor_defaults_and_init_kwargs_roundtrip():
     pipe = AugmentPipe()
     expected_defaults = dict(
-        xint_max=0.125, scale_std=0.2, rotate_max=1.0, aniso_std=0.2, xfrac_std=0.125, brightness_std=0.2,
-        contrast_std=0.5, hue_max=1.0, saturation_std=1.0, imgfilter_bands=[1.0, 1.0, 1.0, 1.0],
-        imgfilter_std=1.0, noise_std=0.1, cutout_size=0.5,
+        xint_max=0.125,
+        scale_std=0.2,
+        rotate_max=1.0,
+        aniso_std=0.2,
+        xfrac_std=0.125,
+        brightness_std=0.2,
+        contrast_std=0.5,
+        hue_max=1.0,
+        saturation_std=1.0,
+        imgfilter_bands=[1.0, 1.0, 1.0, 1.0],
+        imgfilter_std=1.0,
+        noise_std=0.1,
+        cutout_size=0.5,
     )
     for k, v in expected_defaults.items():
         assert pipe.init_kwargs[k] == v
@@ -129,8 +149,9 @@ def test_hz_fbank_construction_properties():
     fb = AugmentPipe().Hz_fbank.double()  # [4, 43]
     assert fb.shape == (4, 43)
     # Band 0 is the low-pass (unit DC gain), bands 1-3 reject DC, band 3 is the finest.
-    torch.testing.assert_close(fb.sum(dim=1), torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        fb.sum(dim=1), torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64), atol=1e-6, rtol=0
+    )
     # Every band is symmetric (zero phase) around tap 21.
     torch.testing.assert_close(fb, fb.flip(1), atol=1e-7, rtol=0)
     # Perfect reconstruction: the bands sum to a unit impulse at the centre tap.
@@ -146,8 +167,9 @@ def test_hz_fbank_construction_properties():
     # Frequency responses: band 0 passes DC, band 3 passes Nyquist.
     k = torch.arange(43, dtype=torch.float64) - 21
     nyquist = (fb * torch.cos(math.pi * k)).sum(dim=1)
-    torch.testing.assert_close(nyquist, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        nyquist, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6, rtol=0
+    )
 
 
 def test_buffers_match_an_upstream_snapshot_when_loadable():
@@ -368,8 +390,9 @@ def test_resample_keeps_warps_centred_and_is_near_identity_without_warp():
     # A quarter turn through the resampler agrees with the exact pixel blit on smooth content.
     off_centre = torch.exp(-((xs - 5).square() + (ys + 3).square()) / (2 * 3.0**2))[None, None].double()
     quarter = ops.rotate2d(one * math.pi / 2).round()
-    torch.testing.assert_close(ops.resample(off_centre, quarter, f), ops.blit(off_centre, quarter),
-                               atol=0.03, rtol=0)
+    torch.testing.assert_close(
+        ops.resample(off_centre, quarter, f), ops.blit(off_centre, quarter), atol=0.03, rtol=0
+    )
 
 
 def test_reflect_index_matches_torch_reflect_padding_and_extends_it():

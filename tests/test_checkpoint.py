@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 from torch import nn
 
 from stylegan2_ada import checkpoint as ckpt
 from stylegan2_ada import legacy_pickle as lp
 
-from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
-
-networks_mod = pytest.importorskip("stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet")
+networks_mod = pytest.importorskip(
+    "stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet"
+)
 augment_mod = pytest.importorskip("stylegan2_ada.augment", reason="stylegan2_ada/augment.py not written yet")
 
 
@@ -37,12 +38,28 @@ def _perturb(module: nn.Module, seed: int) -> nn.Module:
 
 @pytest.fixture
 def tiny_networks() -> dict[str, nn.Module]:
-    g_kwargs = dict(z_dim=8, c_dim=3, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs={"num_layers": 2},
-                    synthesis_kwargs={"channel_base": 64, "channel_max": 8})
+    g_kwargs = dict(
+        z_dim=8,
+        c_dim=3,
+        w_dim=8,
+        img_resolution=8,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 64, "channel_max": 8},
+    )
     G = _perturb(networks_mod.Generator(**g_kwargs), 1)
     G_ema = _perturb(networks_mod.Generator(**g_kwargs), 2)
-    D = _perturb(networks_mod.Discriminator(c_dim=3, img_resolution=8, img_channels=3, channel_base=64,
-                                            channel_max=8, block_kwargs={"freeze_layers": 1}), 3)
+    D = _perturb(
+        networks_mod.Discriminator(
+            c_dim=3,
+            img_resolution=8,
+            img_channels=3,
+            channel_base=64,
+            channel_max=8,
+            block_kwargs={"freeze_layers": 1},
+        ),
+        3,
+    )
     pipe = augment_mod.AugmentPipe(xflip=1, rotate90=1, brightness=0.5)
     pipe.p.copy_(torch.tensor(0.375))
     return {"G": G, "D": D, "G_ema": G_ema, "augment_pipe": pipe}
@@ -77,7 +94,9 @@ def test_native_round_trip_is_exact(tmp_path, tiny_networks):
         "transposed": torch.randn(4, 6).t(),  # a non-contiguous view
     }
     metadata = {
-        "cur_nimg": 123456, "cur_tick": 7, "class_names": ["normal", "scoliosis", "fracture"],
+        "cur_nimg": 123456,
+        "cur_tick": 7,
+        "class_names": ["normal", "scoliosis", "fracture"],
         "options": {"gamma": 0.8192, "augpipe": "bgc", "resume": None, "nested": [1, 2.5, "x", True]},
     }
     path = tmp_path / "network-snapshot-000123.safetensors"
@@ -101,14 +120,21 @@ def test_native_round_trip_is_exact(tmp_path, tiny_networks):
         assert _raw(loaded.tensors[name]) == _raw(tensor), name
     assert float(loaded.networks["augment_pipe"].p) == 0.375
     assert loaded.provenance["torch"] == torch.__version__ and loaded.provenance["numpy"] == np.__version__
-    assert "created" in loaded.provenance and "host" in loaded.provenance and "stylegan2_ada" in loaded.provenance
+    assert (
+        "created" in loaded.provenance
+        and "host" in loaded.provenance
+        and "stylegan2_ada" in loaded.provenance
+    )
 
     # The header really is safetensors + one JSON document, readable without our code.
     with safetensors.safe_open(str(path), framework="pt") as file:
         document = json.loads(file.metadata()[ckpt.METADATA_KEY])
         keys = set(file.keys())
     assert document["format"] == ckpt.FORMAT_NAME and document["format_version"] == ckpt.FORMAT_VERSION
-    assert document["networks"]["G"] == {"class_name": "Generator", "init_kwargs": tiny_networks["G"].init_kwargs}
+    assert document["networks"]["G"] == {
+        "class_name": "Generator",
+        "init_kwargs": tiny_networks["G"].init_kwargs,
+    }
     assert "G/synthesis.b4.const" in keys and "extra/optimizer/G/exp_avg" in keys
 
     # Same outputs from the rebuilt generator (const noise).
@@ -226,7 +252,9 @@ def test_load_errors_name_the_file_and_the_problem(tmp_path, tiny_networks):
     _write_native(stray, dict(g_tensors, **{"H/w": torch.zeros(1)}), document)
     cases.append((stray, "belongs to no network"))
     missing_weight = tmp_path / "missing-weight.safetensors"
-    _write_native(missing_weight, {k: v for k, v in g_tensors.items() if k != "G/synthesis.b4.const"}, document)
+    _write_native(
+        missing_weight, {k: v for k, v in g_tensors.items() if k != "G/synthesis.b4.const"}, document
+    )
     cases.append((missing_weight, "do not fit"))
     folder = tmp_path / "a-folder"
     folder.mkdir()
@@ -263,7 +291,7 @@ def test_upstream_pkl_loads_into_our_classes_and_reproduces_reference_outputs():
     for key in ("G", "G_ema", "D"):
         state = loaded.networks[key].state_dict()
         for name in (n for n in ref.files if n.startswith(key + "/")):
-            np.testing.assert_array_equal(state[name[len(key) + 1:]].numpy(), ref[name])
+            np.testing.assert_array_equal(state[name[len(key) + 1 :]].numpy(), ref[name])
     z, c = torch.from_numpy(ref["in/z"]), torch.from_numpy(ref["in/c"])
     G_ema, D = loaded.networks["G_ema"], loaded.networks["D"]
     with torch.no_grad():

@@ -11,7 +11,15 @@ import sys
 
 import numpy as np
 import pytest
-from dicom_helpers import REPO_ROOT, crash_on_named_crash, cspine_cr, dicom_file, make_dicom, ramp, tree_hashes
+from dicom_helpers import (
+    REPO_ROOT,
+    crash_on_named_crash,
+    cspine_cr,
+    dicom_file,
+    make_dicom,
+    ramp,
+    tree_hashes,
+)
 from PIL import Image
 
 from data_processing.convert import ConversionError, ConvertConfig, convert_folder, run_render_tasks
@@ -38,7 +46,11 @@ def export(tmp_path):
     (src / "a").mkdir(parents=True)
     (src / "b").mkdir()
     make_dicom(
-        src / "a" / "ok1.dcm", ramp(96, 48, 0, 4095), bits_stored=12, window=(2048, 4096), photometric="MONOCHROME1"
+        src / "a" / "ok1.dcm",
+        ramp(96, 48, 0, 4095),
+        bits_stored=12,
+        window=(2048, 4096),
+        photometric="MONOCHROME1",
     )
     make_dicom(src / "a" / "ok2.dcm", ramp(40, 40, 100, 900))  # no window: percentile fallback
     shutil.copy(cspine_cr(1), src / "b" / "ok3")  # no extension, as PACS exports often have
@@ -47,7 +59,8 @@ def export(tmp_path):
     data = open(dicom_file("CT_small.dcm"), "rb").read()
     (src / "cut.dcm").write_bytes(data[:-3000])
     shutil.copy(
-        os.path.join(os.path.dirname(dicom_file("CT_small.dcm")), "dicomdirtests", "DICOMDIR"), src / "DICOMDIR"
+        os.path.join(os.path.dirname(dicom_file("CT_small.dcm")), "dicomdirtests", "DICOMDIR"),
+        src / "DICOMDIR",
     )
     (src / "README.txt").write_text("export notes")
     labels = tmp_path / "labels.csv"
@@ -103,7 +116,10 @@ def test_convert_command_end_to_end(export, tmp_path) -> None:
     assert status["DICOMDIR"][0] == status["README.txt"][0] == "ignored"
     assert rows["a/ok1.dcm"]["inverted"] == "yes" and rows["a/ok1.dcm"]["source_window"] == "C=2048 W=4096"
     assert rows["a/ok2.dcm"]["fallback"].startswith("percentile") and rows["a/ok2.dcm"]["inverted"] == "no"
-    assert rows["b/ok3"]["output"] == "b/ok3.png" and rows["b/ok3"]["findings"] == "Surgical implant; Osteophytes"
+    assert (
+        rows["b/ok3"]["output"] == "b/ok3.png"
+        and rows["b/ok3"]["findings"] == "Surgical implant; Osteophytes"
+    )
     assert "cut.dcm" in rows["cut.dcm"]["reason"] and "truncated" in rows["cut.dcm"]["reason"]
     issues = (out / "label_issues.csv").read_text()
     assert "label-without-image,ghost" in issues
@@ -123,7 +139,9 @@ def test_resume_overwrite_settings_and_stale_outputs(export, tmp_path) -> None:
     src, labels = export
     before = tree_hashes(src)
     out = str(tmp_path / "ds")
-    config = ConvertConfig(str(src), out, str(labels), RenderOptions(resolution=32), workers=0, progress=False)
+    config = ConvertConfig(
+        str(src), out, str(labels), RenderOptions(resolution=32), workers=0, progress=False
+    )
     first = convert_folder(config)
     assert first.exit_code == 1 and first.counts["converted"] == 3
     png = os.path.join(out, "a", "ok1.png")
@@ -140,7 +158,13 @@ def test_resume_overwrite_settings_and_stale_outputs(export, tmp_path) -> None:
 
     forced = convert_folder(
         ConvertConfig(
-            str(src), out, str(labels), RenderOptions(resolution=32), workers=0, overwrite=True, progress=False
+            str(src),
+            out,
+            str(labels),
+            RenderOptions(resolution=32),
+            workers=0,
+            overwrite=True,
+            progress=False,
         )
     )
     assert forced.counts["converted"] == 3
@@ -156,7 +180,10 @@ def test_resume_overwrite_settings_and_stale_outputs(export, tmp_path) -> None:
         ConvertConfig(str(src), out, str(fewer), RenderOptions(resolution=32), workers=0, progress=False)
     )
     assert after.removed_stale == ["a/ok2.png"] and not os.path.exists(os.path.join(out, "a", "ok2.png"))
-    assert json.loads(open(os.path.join(out, "dataset.json")).read())["labels"] == [["a/ok1.png", 0], ["b/ok3.png", 1]]
+    assert json.loads(open(os.path.join(out, "dataset.json")).read())["labels"] == [
+        ["a/ok1.png", 0],
+        ["b/ok3.png", 1],
+    ]
     assert after.exit_code == 0  # the unlabelled broken files are reported, not failed
     assert after.counts["unlabelled"] == 4
     assert tree_hashes(src) == before  # bytes untouched (the test itself changed one mtime)
@@ -169,7 +196,9 @@ def test_without_labels_everything_is_converted_and_all_good_exits_zero(tmp_path
     make_dicom(src / "y.dcm", ramp(32, 64, 0, 4095), bits_stored=12)
     out = tmp_path / "out"
     summary = convert_folder(
-        ConvertConfig(str(src), str(out), None, RenderOptions(resolution=16, bits=16), workers=0, progress=False)
+        ConvertConfig(
+            str(src), str(out), None, RenderOptions(resolution=16, bits=16), workers=0, progress=False
+        )
     )
     assert summary.exit_code == 0 and summary.counts["converted"] == 2
     assert json.loads((out / "dataset.json").read_text()) == {"labels": None}
@@ -200,7 +229,10 @@ def test_multiclass_and_duplicate_ids(tmp_path) -> None:
         )
     )
     dataset = json.loads((out / "dataset.json").read_text())
-    assert dataset["labels"] == [["p/three.png", 0], ["p/two.png", 6]]  # Vertebral collapse outranks Osteophytes
+    assert dataset["labels"] == [
+        ["p/three.png", 0],
+        ["p/two.png", 6],
+    ]  # Vertebral collapse outranks Osteophytes
     assert dataset["class_names"][6] == "Vertebral collapse"
     statuses = {r.source: r.status for r in summary.rows}
     assert statuses["p/one.dcm"] == statuses["q/one.dcm"] == "excluded"  # ambiguous id: never guessed
@@ -213,7 +245,9 @@ def test_outdir_inside_the_input_folder_is_refused(tmp_path) -> None:
     make_dicom(src / "x.dcm", ramp(8, 8, 0, 100), window=(50, 100))
     with pytest.raises(ConversionError, match="inside the input folder"):
         convert_folder(
-            ConvertConfig(str(src), str(src / "out"), None, RenderOptions(resolution=8), workers=0, progress=False)
+            ConvertConfig(
+                str(src), str(src / "out"), None, RenderOptions(resolution=8), workers=0, progress=False
+            )
         )
     proc = run_cli(
         "-m", "data_processing", "convert", "--dicom", str(src), "--outdir", str(src / "out"), "--no-progress"
@@ -241,7 +275,10 @@ def test_legacy_image_main_writes_class_folders(export, tmp_path) -> None:
     )
     assert proc.returncode == 1, proc.stderr  # the broken files are reported
     assert "3 failed" in proc.stderr and "notdicom.dcm" in proc.stderr
-    assert sorted(os.listdir(normal)) == ["ok1.png"] and sorted(os.listdir(abnormal)) == ["ok2.png", "ok3.png"]
+    assert sorted(os.listdir(normal)) == ["ok1.png"] and sorted(os.listdir(abnormal)) == [
+        "ok2.png",
+        "ok3.png",
+    ]
     assert read_png(normal / "ok1.png").dtype == np.uint16  # 16-bit, as the original wrote
     assert tree_hashes(src) == before
 
@@ -257,7 +294,9 @@ def test_legacy_scale_png_copies_unless_in_place(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert tree_hashes(folder) == before  # inputs untouched without --in-place
     copy = read_png(tmp_path / "pngs_8bit" / "a.png")
-    assert copy.dtype == np.uint8 and np.array_equal(copy, ((image.astype(int) + 128) // 257).astype(np.uint8))
+    assert copy.dtype == np.uint8 and np.array_equal(
+        copy, ((image.astype(int) + 128) // 257).astype(np.uint8)
+    )
     assert read_png(tmp_path / "pngs_8bit" / "sub" / "b.png").max() == 0
     proc = run_cli("data_processing/scale_png.py", "--directory", str(folder), "--in-place", "--scale", "max")
     assert proc.returncode == 0, proc.stderr
@@ -280,7 +319,9 @@ def test_a_worker_crash_costs_only_the_file_that_caused_it(tmp_path) -> None:
     for name in ("a.dcm", "crash.dcm", "b.dcm", "c.dcm"):
         make_dicom(src / name, ramp(16, 16, 0, 1000), window=(500, 1000))
         tasks.append((str(src / name), str(tmp_path / "out" / (name + ".png")), RenderOptions(resolution=8)))
-    results = {os.path.basename(r[0]): r for r in run_render_tasks(tasks, 2, False, func=crash_on_named_crash)}
+    results = {
+        os.path.basename(r[0]): r for r in run_render_tasks(tasks, 2, False, func=crash_on_named_crash)
+    }
     assert set(results) == {"a.dcm", "crash.dcm", "b.dcm", "c.dcm"}
     assert results["crash.dcm"][1] is None and results["crash.dcm"][2] == "worker-crashed"
     assert all(results[n][1] is not None for n in ("a.dcm", "b.dcm", "c.dcm"))

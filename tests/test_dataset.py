@@ -46,7 +46,9 @@ def png_bytes(arr: np.ndarray) -> bytes:
     data = b"".join(b"\x00" + raw[i * row : (i + 1) * row] for i in range(h))
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        return (
+            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, depth, 0 if arr.ndim == 2 else 2, 0, 0, 0)
     return PNG_SIG + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
@@ -69,7 +71,9 @@ def chw(arr: np.ndarray) -> np.ndarray:
     return arr[np.newaxis] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def make_folder(root: Path, n: int, *, channels: int = 1, res: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+def make_folder(
+    root: Path, n: int, *, channels: int = 1, res: int = 8, seed: int = 0
+) -> dict[str, np.ndarray]:
     """n random images, every other one in a subfolder; returns {relpath: array}."""
     rng = np.random.default_rng(seed)
     images = {}
@@ -81,7 +85,9 @@ def make_folder(root: Path, n: int, *, channels: int = 1, res: int = 8, seed: in
     return images
 
 
-def zip_folder(folder: Path, dest: Path, compression: int = zipfile.ZIP_STORED, reverse: bool = False) -> Path:
+def zip_folder(
+    folder: Path, dest: Path, compression: int = zipfile.ZIP_STORED, reverse: bool = False
+) -> Path:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     if reverse:
         files = files[::-1]
@@ -494,7 +500,9 @@ def test_corrupt_image_body_is_named_when_read(tmp_path):
 )
 def test_unsupported_modes_say_what_is_supported(tmp_path, data, what):
     (tmp_path / "x.png").write_bytes(data)
-    with pytest.raises(DatasetError, match=rf"x\.png: unsupported image mode {what}; supported: 8- or 16-bit grayscale"):
+    with pytest.raises(
+        DatasetError, match=rf"x\.png: unsupported image mode {what}; supported: 8- or 16-bit grayscale"
+    ):
         open_image_dataset(tmp_path)
 
 
@@ -513,7 +521,9 @@ def test_missing_labels_counted_and_listed(tmp_path):
 def test_labels_with_wrong_prefix_get_a_hint(tmp_path):
     images = make_folder(tmp_path, 2)
     write_json(tmp_path / "dataset.json", {f"images/{r}": 0 for r in images})
-    with pytest.raises(DatasetError, match=r"2 of 2 images have no label.*2 labels name files that are not in the dataset"):
+    with pytest.raises(
+        DatasetError, match=r"2 of 2 images have no label.*2 labels name files that are not in the dataset"
+    ):
         open_image_dataset(tmp_path, use_labels=True)
 
 
@@ -521,7 +531,10 @@ def test_labels_for_absent_files_warn(tmp_path):
     images = make_folder(tmp_path, 2)
     labels = {r: 0 for r in images} | {"gone1.png": 1, "gone2.png": 1}
     write_json(tmp_path / "dataset.json", labels)
-    with pytest.warns(DatasetWarning, match=r"2 labels name files that are not in the dataset \(e\.g\. gone1\.png, gone2\.png\)"):
+    with pytest.warns(
+        DatasetWarning,
+        match=r"2 labels name files that are not in the dataset \(e\.g\. gone1\.png, gone2\.png\)",
+    ):
         ds = open_image_dataset(tmp_path, use_labels=True)
     assert ds.label_dim == 1  # the absent files' labels are not counted
     with warnings.catch_warnings():
@@ -540,7 +553,10 @@ def test_labels_for_absent_files_warn(tmp_path):
         ('{"a.png": true}', "label for 'a.png' is a boolean"),
         ('{"a.png": 1.5}', "label for 'a.png' is 1.5; a single label must be a non-negative integer"),
         ('{"a.png": -1}', "class indices must be >= 0"),
-        ('{"a.png": "normal"}', "label for 'a.png' must be an integer class index, a list of numbers or null"),
+        (
+            '{"a.png": "normal"}',
+            "label for 'a.png' must be an integer class index, a list of numbers or null",
+        ),
         ('{"a.png": [1, "x"]}', "must be a list of numbers"),
         ('{"a.png": []}', "empty list"),
         ('{"a.png": [NaN]}', "NaN or infinity"),
@@ -563,7 +579,9 @@ def test_malformed_dataset_json(tmp_path, text, pattern):
 
 
 def test_parse_dataset_json_accepts_null_entries_and_integral_floats():
-    info = parse_dataset_json(b'\xef\xbb\xbf{"labels": [["a.png", 1.0], ["b.png", null]], "class_names": ["n", "a"]}', "x")
+    info = parse_dataset_json(
+        b'\xef\xbb\xbf{"labels": [["a.png", 1.0], ["b.png", null]], "class_names": ["n", "a"]}', "x"
+    )
     assert info.labels == {"a.png": 1} and info.kind == "int" and info.format == "upstream"
     assert info.class_names == ["n", "a"]
     assert parse_dataset_json('{"a.png": [1, 2.5]}', "x").labels == {"a.png": (1.0, 2.5)}
@@ -571,7 +589,9 @@ def test_parse_dataset_json_accepts_null_entries_and_integral_floats():
 
 def test_empty_dataset(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(DatasetError, match=rf"{tmp_path}: no PNG/JPEG images found.*1 other files ignored, e\.g\. notes\.txt"):
+    with pytest.raises(
+        DatasetError, match=rf"{tmp_path}: no PNG/JPEG images found.*1 other files ignored, e\.g\. notes\.txt"
+    ):
         open_image_dataset(tmp_path)
 
 

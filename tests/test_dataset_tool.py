@@ -18,8 +18,6 @@ from PIL import Image
 
 from stylegan2_ada.dataset import DatasetError, open_image_dataset
 from stylegan2_ada.dataset_tool import archive_name, main, pack_dataset
-
-
 from tests.test_dataset import png_bytes  # noqa: E402  (one hand-written PNG encoder for both files)
 
 
@@ -28,12 +26,16 @@ def write_png(path: Path, arr: np.ndarray) -> None:
     path.write_bytes(png_bytes(arr))
 
 
-def make_source(root: Path, n: int = 5, *, channels: int = 1, res: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+def make_source(
+    root: Path, n: int = 5, *, channels: int = 1, res: int = 8, seed: int = 0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     images = {}
     for i in range(n):
         rel = f"p{i % 2}/scan{i}.png"
-        images[rel] = rng.integers(0, 256, (res, res) if channels == 1 else (res, res, channels), dtype=np.uint8)
+        images[rel] = rng.integers(
+            0, 256, (res, res) if channels == 1 else (res, res, channels), dtype=np.uint8
+        )
         write_png(root / rel, images[rel])
     return images
 
@@ -227,11 +229,15 @@ def test_destination_safety(tmp_path):
     bad = tmp_path / "bad"
     for i in range(2):
         (bad / f"{i}.png").parent.mkdir(exist_ok=True)
-        (bad / f"{i}.png").write_bytes(png_bytes(np.zeros((8, 8), dtype=np.uint8))[:45])  # headers fine, bodies cut
+        (bad / f"{i}.png").write_bytes(
+            png_bytes(np.zeros((8, 8), dtype=np.uint8))[:45]
+        )  # headers fine, bodies cut
     with pytest.raises(DatasetError, match="no usable images; nothing written"):
         pack_dataset(bad, tmp_path / "new" / "x.zip")
     assert os.listdir(tmp_path / "new") == []  # the temporary file is gone
-    with pytest.raises(DatasetError, match="most images are 16x8 .* not a square power of two; pass --resolution"):
+    with pytest.raises(
+        DatasetError, match="most images are 16x8 .* not a square power of two; pass --resolution"
+    ):
         write_png(tmp_path / "ns" / "a.png", np.zeros((8, 16), dtype=np.uint8))
         pack_dataset(tmp_path / "ns", tmp_path / "ns.zip")
 
@@ -257,13 +263,25 @@ def test_command_line(tmp_path):
     make_source(src, 3)
     (src / "junk.png").write_bytes(b"junk")
     proc = subprocess.run(
-        [sys.executable, "-m", "stylegan2_ada.dataset_tool", "--source", str(src), "--dest", str(tmp_path / "o.zip")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "stylegan2_ada.dataset_tool",
+            "--source",
+            str(src),
+            "--dest",
+            str(tmp_path / "o.zip"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"Wrote 3 images ([C, H, W] = 1x8x8) to {tmp_path / 'o.zip'}" in proc.stdout
     assert "Skipped 1 images:" in proc.stdout and "junk.png" in proc.stdout
     result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(tmp_path / "o.zip")])
     assert result.exit_code == 1 and "already exists; pass --overwrite" in result.output
-    result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(tmp_path / "r.zip"), "--resolution", "12"])
+    result = CliRunner().invoke(
+        main, ["--source", str(src), "--dest", str(tmp_path / "r.zip"), "--resolution", "12"]
+    )
     assert result.exit_code == 1 and "resolution must be a power of two" in result.output

@@ -36,10 +36,29 @@ def test_demo_dataset_is_a_labelled_two_class_dataset(tmp_path):
 
 
 def test_train_dry_run_with_demo_data(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "train.py"), "--outdir", str(tmp_path), "--data", "demo",
-                          "--cond", "1", "--device", "cpu", "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "--outdir",
+            str(tmp_path),
+            "--data",
+            "demo",
+            "--cond",
+            "1",
+            "--device",
+            "cpu",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / ".cache" / "demo" / "dataset.json").exists()
-    assert json.loads((tmp_path / ".cache" / "demo" / "dataset.json").read_text())["class_names"] == ["disc", "square"]
+    assert json.loads((tmp_path / ".cache" / "demo" / "dataset.json").read_text())["class_names"] == [
+        "disc",
+        "square",
+    ]
     assert "demo" in out.stdout

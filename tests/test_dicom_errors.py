@@ -48,7 +48,11 @@ def test_dicomdir_has_no_pixel_data() -> None:
 
 
 def test_missing_transfer_syntax() -> None:
-    expect(E.MissingTransferSyntaxError, dicom_file("meta_missing_tsyntax.dcm"), "Transfer Syntax UID (0002,0010)")
+    expect(
+        E.MissingTransferSyntaxError,
+        dicom_file("meta_missing_tsyntax.dcm"),
+        "Transfer Syntax UID (0002,0010)",
+    )
 
 
 def test_bare_data_set_without_part10_header(tmp_path) -> None:
@@ -61,7 +65,12 @@ def test_bare_data_set_without_part10_header(tmp_path) -> None:
 
 
 def test_missing_pixel_tags() -> None:
-    expect(E.MissingPixelTagsError, dicom_file("nested_priv_SQ.dcm"), "(0028,0010) Rows", "(0028,0100) Bits Allocated")
+    expect(
+        E.MissingPixelTagsError,
+        dicom_file("nested_priv_SQ.dcm"),
+        "(0028,0010) Rows",
+        "(0028,0100) Bits Allocated",
+    )
 
 
 def test_invalid_tag_value() -> None:
@@ -101,7 +110,10 @@ def test_missing_codec_names_the_package_to_install() -> None:
     summary = [line for line in lines if line.startswith("DICOM decoders:")]
     assert summary and "(Lossless Only) MISSING (pip install pylibjpeg pylibjpeg-openjpeg)" in summary[0]
     error = [line for line in lines if line.startswith("ERROR")]
-    assert error and "missing-codec 1.2.840.10008.1.2.4.90 | pip install pylibjpeg pylibjpeg-openjpeg |" in error[0]
+    assert (
+        error
+        and "missing-codec 1.2.840.10008.1.2.4.90 | pip install pylibjpeg pylibjpeg-openjpeg |" in error[0]
+    )
     assert "MR_small_jp2klossless.dcm: no decoder installed" in error[0]
 
 
@@ -157,12 +169,17 @@ def test_multi_frame_unless_opted_in() -> None:
 
 def test_unsupported_bit_depths(tmp_path) -> None:
     expect(E.UnsupportedBitDepthError, dicom_file("liver.dcm"), "1-bit", "bitmap")
-    expect(E.UnsupportedBitDepthError, make_dicom(tmp_path / "u32.dcm", ramp(8, 8, 0, 100, np.uint32)), "32-bit")
+    expect(
+        E.UnsupportedBitDepthError, make_dicom(tmp_path / "u32.dcm", ramp(8, 8, 0, 100, np.uint32)), "32-bit"
+    )
 
 
 def test_for_processing_unless_opted_in(tmp_path) -> None:
     path = make_dicom(
-        tmp_path / "raw.dcm", ramp(8, 8, 0, 100), window=(50, 100), extra={"PresentationIntentType": "FOR PROCESSING"}
+        tmp_path / "raw.dcm",
+        ramp(8, 8, 0, 100),
+        window=(50, 100),
+        extra={"PresentationIntentType": "FOR PROCESSING"},
     )
     expect(E.ForProcessingError, path, "FOR PROCESSING", "--allow-for-processing")
     result = render_dicom(path, RenderOptions(resolution=8, allow_for_processing=True))
@@ -171,11 +188,20 @@ def test_for_processing_unless_opted_in(tmp_path) -> None:
 
 def test_invalid_windows(tmp_path) -> None:
     x = ramp(8, 8, 0, 100)
-    expect(E.InvalidWindowError, make_dicom(tmp_path / "w0.dcm", x, window=(50, 0)), "Window Width (0028,1051) is 0")
-    expect(E.InvalidWindowError, make_dicom(tmp_path / "f.dcm", x, window=(50, 100), voi_function="FOO"), "'FOO'")
+    expect(
+        E.InvalidWindowError,
+        make_dicom(tmp_path / "w0.dcm", x, window=(50, 0)),
+        "Window Width (0028,1051) is 0",
+    )
+    expect(
+        E.InvalidWindowError, make_dicom(tmp_path / "f.dcm", x, window=(50, 100), voi_function="FOO"), "'FOO'"
+    )
     expect(E.InvalidWindowError, make_dicom(tmp_path / "c.dcm", x, extra={"WindowCenter": 50}), "only one of")
     expect(
-        E.InvalidWindowError, make_dicom(tmp_path / "out.dcm", x, window=(5000, 100)), "outside the window", "0..100"
+        E.InvalidWindowError,
+        make_dicom(tmp_path / "out.dcm", x, window=(5000, 100)),
+        "outside the window",
+        "0..100",
     )
     path = make_dicom(tmp_path / "text.dcm", x, window=(50, 999))
     data = bytearray(open(path, "rb").read())
@@ -198,8 +224,12 @@ def test_invalid_modality_lut_and_presentation_lut(tmp_path) -> None:
 
 def test_constant_image(tmp_path) -> None:
     flat = np.full((8, 8), 7, np.uint16)
-    expect(E.ConstantImageError, make_dicom(tmp_path / "a.dcm", flat, window=(50, 100)), "same stored value 7")
-    expect(E.ConstantImageError, make_dicom(tmp_path / "b.dcm", flat), "same stored value 7")  # percentile path
+    expect(
+        E.ConstantImageError, make_dicom(tmp_path / "a.dcm", flat, window=(50, 100)), "same stored value 7"
+    )
+    expect(
+        E.ConstantImageError, make_dicom(tmp_path / "b.dcm", flat), "same stored value 7"
+    )  # percentile path
     padded = ramp(8, 8, 0, 0)
     expect(E.ConstantImageError, make_dicom(tmp_path / "c.dcm", padded, padding=0), "every pixel is padding")
 
@@ -216,5 +246,7 @@ def test_exception_hierarchy_groups_the_problems() -> None:
     assert issubclass(E.ColourImageError, E.UnsupportedImageError)
     assert issubclass(E.ConstantImageError, E.RenderingError)
     assert issubclass(E.DicomInputError, ValueError)
-    codes = [cls.code for cls in vars(E).values() if isinstance(cls, type) and issubclass(cls, E.DicomInputError)]
+    codes = [
+        cls.code for cls in vars(E).values() if isinstance(cls, type) and issubclass(cls, E.DicomInputError)
+    ]
     assert len(codes) == len(set(codes))

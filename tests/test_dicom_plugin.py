@@ -27,7 +27,9 @@ def dicom_folder(tmp_path):
             photometric="MONOCHROME1",
         )
     labels = tmp_path / "labels.csv"
-    labels.write_text("image_id,lesion_type\nf0,No finding\nf1,Osteophytes\nf2,No finding\nf3,Vertebral collapse\n")
+    labels.write_text(
+        "image_id,lesion_type\nf0,No finding\nf1,Osteophytes\nf2,No finding\nf3,Vertebral collapse\n"
+    )
     return src, labels
 
 
@@ -54,7 +56,9 @@ def test_registers_as_a_module_with_the_core_hookspecs() -> None:
     pm.add_hookspecs(hookspecs)
     pm.register(dicom_plugin, name="dicom")
     pm.check_pending()
-    names = {impl.function.__name__ for hook in pm.get_hookcallers(dicom_plugin) for impl in hook.get_hookimpls()}
+    names = {
+        impl.function.__name__ for hook in pm.get_hookcallers(dicom_plugin) for impl in hook.get_hookimpls()
+    }
     assert names == {"plugin_options", "validate_options", "dataset_readers"}
     from stylegan2_ada.plugins import create_plugin_manager
 
@@ -89,7 +93,9 @@ def test_dataset_readers_converts_once_and_reuses_the_cache(dicom_folder, tmp_pa
     cache = tmp_path / "run" / ".cache"
     opts = options(data=str(src), labels=str(labels), cond=True)
     ds = dicom_plugin.dataset_readers(path=str(src), options=opts, cache_dir=str(cache))
-    assert len(ds) == 4 and ds.has_labels and ds.label_dim == 2 and ds.resolution == 32 and ds.num_channels == 1
+    assert (
+        len(ds) == 4 and ds.has_labels and ds.label_dim == 2 and ds.resolution == 32 and ds.num_channels == 1
+    )
     assert sorted(int(np.argmax(ds.get_label(i))) for i in range(4)) == [0, 0, 1, 1]
     image, label = ds[0]
     assert image.dtype == np.uint8 and image.shape == (1, 32, 32) and label.shape == (2,)
@@ -99,11 +105,15 @@ def test_dataset_readers_converts_once_and_reuses_the_cache(dicom_folder, tmp_pa
     assert {"dataset.json", "conversion_report.csv", "COMPLETE"} <= set(os.listdir(converted))
     stamps = {f: os.stat(os.path.join(converted, f)).st_mtime_ns for f in os.listdir(converted)}
 
-    again = dicom_plugin.dataset_readers(path=str(src), options=opts, cache_dir=str(cache))  # reused, not redone
+    again = dicom_plugin.dataset_readers(
+        path=str(src), options=opts, cache_dir=str(cache)
+    )  # reused, not redone
     assert len(again) == 4
     assert {f: os.stat(os.path.join(converted, f)).st_mtime_ns for f in os.listdir(converted)} == stamps
 
-    multiclass = dicom_plugin.dataset_readers(path=str(src), options=dict(opts, multiclass=True), cache_dir=str(cache))
+    multiclass = dicom_plugin.dataset_readers(
+        path=str(src), options=dict(opts, multiclass=True), cache_dir=str(cache)
+    )
     assert multiclass.label_dim == 8  # other settings -> a second cache entry
     assert len([d for d in os.listdir(cache) if d.startswith("dicom-")]) == 2
     assert tree_hashes(src) == before
@@ -113,9 +123,14 @@ def test_dataset_readers_leaves_other_data_to_the_core(tmp_path) -> None:
     folder = tmp_path / "pngs"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    assert dicom_plugin.dataset_readers(path=str(folder), options=options(), cache_dir=str(tmp_path / "c")) is None
     assert (
-        dicom_plugin.dataset_readers(path=str(tmp_path / "x.zip"), options=options(), cache_dir=str(tmp_path / "c"))
+        dicom_plugin.dataset_readers(path=str(folder), options=options(), cache_dir=str(tmp_path / "c"))
+        is None
+    )
+    assert (
+        dicom_plugin.dataset_readers(
+            path=str(tmp_path / "x.zip"), options=options(), cache_dir=str(tmp_path / "c")
+        )
         is None
     )
 
@@ -125,7 +140,9 @@ def test_dataset_readers_without_any_usable_image_is_a_usage_error(tmp_path) -> 
     src.mkdir()
     make_dicom(src / "flat.dcm", np.full((8, 8), 5, np.uint16), window=(5, 10))
     with pytest.raises(click.UsageError, match="conversion_report.csv"):
-        dicom_plugin.dataset_readers(path=str(src), options=options(data=str(src)), cache_dir=str(tmp_path / "c"))
+        dicom_plugin.dataset_readers(
+            path=str(src), options=options(data=str(src)), cache_dir=str(tmp_path / "c")
+        )
 
 
 def test_train_py_trains_straight_from_dicom(dicom_folder, tmp_path) -> None:
@@ -139,10 +156,44 @@ def test_train_py_trains_straight_from_dicom(dicom_folder, tmp_path) -> None:
     src, labels = dicom_folder
     before = tree_hashes(src)
     outdir = tmp_path / "runs"
-    cmd = [sys.executable, str(repo / "train.py"), "--plugin", "dicom", "--data", str(src), "--labels", str(labels),
-           "--resolution", "16", "--cond", "1", "--outdir", str(outdir), "--device", "cpu", "--kimg", "0.008",
-           "--tick", "0.004", "--snap", "1", "--batch", "4", "--cbase", "128", "--cmax", "16", "--map-depth", "2",
-           "--workers", "0", "--aug", "noaug", "--mbstd-group", "2"]
+    cmd = [
+        sys.executable,
+        str(repo / "train.py"),
+        "--plugin",
+        "dicom",
+        "--data",
+        str(src),
+        "--labels",
+        str(labels),
+        "--resolution",
+        "16",
+        "--cond",
+        "1",
+        "--outdir",
+        str(outdir),
+        "--device",
+        "cpu",
+        "--kimg",
+        "0.008",
+        "--tick",
+        "0.004",
+        "--snap",
+        "1",
+        "--batch",
+        "4",
+        "--cbase",
+        "128",
+        "--cmax",
+        "16",
+        "--map-depth",
+        "2",
+        "--workers",
+        "0",
+        "--aug",
+        "noaug",
+        "--mbstd-group",
+        "2",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     run_dirs = [d for d in outdir.iterdir() if d.is_dir() and not d.name.startswith(".")]

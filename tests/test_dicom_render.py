@@ -177,9 +177,13 @@ def test_signed_16_bit_with_rescale_and_window(tmp_path) -> None:
 
 def test_linear_exact_and_sigmoid_functions(tmp_path) -> None:
     x = ramp(40, 40, 0, 1000)
-    exact = render_dicom(make_dicom(tmp_path / "e.dcm", x, window=(400, 300), voi_function="LINEAR_EXACT"), NATIVE)
+    exact = render_dicom(
+        make_dicom(tmp_path / "e.dcm", x, window=(400, 300), voi_function="LINEAR_EXACT"), NATIVE
+    )
     assert np.abs(exact.display - np.clip((x - 400.0) / 300.0 + 0.5, 0, 1)).max() < 1e-6
-    sigmoid = render_dicom(make_dicom(tmp_path / "g.dcm", x, window=(400, 300), voi_function="SIGMOID"), NATIVE)
+    sigmoid = render_dicom(
+        make_dicom(tmp_path / "g.dcm", x, window=(400, 300), voi_function="SIGMOID"), NATIVE
+    )
     assert np.abs(sigmoid.display - 1.0 / (1.0 + np.exp(-4.0 * (x - 400.0) / 300.0))).max() < 1e-6
 
 
@@ -196,7 +200,9 @@ def test_voi_lut_sequence_is_preferred_over_window(tmp_path) -> None:
 def test_fast_window_path_equals_lookup_table_path_after_resize(tmp_path) -> None:
     """The fused clip-then-resize fast path gives what a full-resolution LUT gives."""
     rng = np.random.default_rng(0)
-    x = np.clip(ramp(300, 200, 0, 4095).astype(int) + rng.integers(-300, 300, (300, 200)), 0, 4095).astype(np.uint16)
+    x = np.clip(ramp(300, 200, 0, 4095).astype(int) + rng.integers(-300, 300, (300, 200)), 0, 4095).astype(
+        np.uint16
+    )
     center, width = 1500.0, 1201.0  # half-integer window edges
     lut = np.round(65535 * linear_window(np.arange(4096), center, width)).astype(int)
     fast = make_dicom(tmp_path / "fast.dcm", x, bits_stored=12, window=(center, width))
@@ -212,13 +218,21 @@ def test_presentation_lut_inverse_inverts_exactly_once(tmp_path) -> None:
     x = ramp(16, 16, 0, 4095)
     kw = dict(bits_stored=12, window=(2048, 4096))
     plain = render_dicom(make_dicom(tmp_path / "m2.dcm", x, **kw), NATIVE).display
-    m2_inverse = render_dicom(make_dicom(tmp_path / "m2i.dcm", x, presentation_lut_shape="INVERSE", **kw), NATIVE)
+    m2_inverse = render_dicom(
+        make_dicom(tmp_path / "m2i.dcm", x, presentation_lut_shape="INVERSE", **kw), NATIVE
+    )
     m1 = render_dicom(make_dicom(tmp_path / "m1.dcm", x, photometric="MONOCHROME1", **kw), NATIVE)
     m1_inverse = render_dicom(
-        make_dicom(tmp_path / "m1i.dcm", x, photometric="MONOCHROME1", presentation_lut_shape="INVERSE", **kw), NATIVE
+        make_dicom(
+            tmp_path / "m1i.dcm", x, photometric="MONOCHROME1", presentation_lut_shape="INVERSE", **kw
+        ),
+        NATIVE,
     )
     m1_identity = render_dicom(
-        make_dicom(tmp_path / "m1d.dcm", x, photometric="MONOCHROME1", presentation_lut_shape="IDENTITY", **kw), NATIVE
+        make_dicom(
+            tmp_path / "m1d.dcm", x, photometric="MONOCHROME1", presentation_lut_shape="IDENTITY", **kw
+        ),
+        NATIVE,
     )
     assert np.allclose(m2_inverse.display, 1.0 - plain, atol=1e-6)
     assert np.allclose(m1.display, 1.0 - plain, atol=1e-6)
@@ -280,10 +294,13 @@ def test_unused_high_bits_are_ignored(tmp_path) -> None:
     )
     assert np.array_equal(clean.image, dirty.image)
     s = ramp(20, 30, -2048, 2047, np.int16)
-    not_extended = (s.astype(np.int32) & 0x0FFF).astype("<u2").tobytes()  # 12-bit two's complement, no sign extension
+    not_extended = (
+        (s.astype(np.int32) & 0x0FFF).astype("<u2").tobytes()
+    )  # 12-bit two's complement, no sign extension
     a = render_dicom(make_dicom(tmp_path / "s1.dcm", s, bits_stored=12, window=(0, 4096)), NATIVE)
     b = render_dicom(
-        make_dicom(tmp_path / "s2.dcm", s, bits_stored=12, window=(0, 4096), raw_pixel_bytes=not_extended), NATIVE
+        make_dicom(tmp_path / "s2.dcm", s, bits_stored=12, window=(0, 4096), raw_pixel_bytes=not_extended),
+        NATIVE,
     )
     assert np.array_equal(a.display, b.display)
 
@@ -297,7 +314,13 @@ def test_unused_high_bits_in_some_strips_only(tmp_path) -> None:
         options = RenderOptions(resolution=resolution)
         clean = render_dicom(make_dicom(tmp_path / "c.dcm", x, bits_stored=12, window=(2000, 3000)), options)
         dirty = render_dicom(
-            make_dicom(tmp_path / "d.dcm", x, bits_stored=12, window=(2000, 3000), raw_pixel_bytes=junk.astype("<u2").tobytes()),
+            make_dicom(
+                tmp_path / "d.dcm",
+                x,
+                bits_stored=12,
+                window=(2000, 3000),
+                raw_pixel_bytes=junk.astype("<u2").tobytes(),
+            ),
             options,
         )
         assert np.array_equal(clean.display, dirty.display), resolution
@@ -331,7 +354,8 @@ def test_opt_in_multiframe_and_colour(tmp_path) -> None:
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 1] = 255
     colour = render_dicom(
-        make_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB"), RenderOptions(resolution=None, allow_colour=True)
+        make_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB"),
+        RenderOptions(resolution=None, allow_colour=True),
     )
     assert np.allclose(colour.display, 0.587, atol=1e-6)
 
@@ -407,7 +431,13 @@ _WINDOW_CASES = {
         (4090, 4095),
         True,
     ),
-    "16-bit full range, 32-bit sums": (ramp(150, 110, 0, 65535), dict(window=(30000, 40000)), "LINEAR", None, True),
+    "16-bit full range, 32-bit sums": (
+        ramp(150, 110, 0, 65535),
+        dict(window=(30000, 40000)),
+        "LINEAR",
+        None,
+        True,
+    ),
     "8-bit": (ramp(150, 110, 0, 255).astype(np.uint8), dict(window=(100, 51)), "LINEAR", None, True),
     "signed 12-bit, negative padding, MONOCHROME1": (
         np.where(np.arange(150)[:, None] > 140, -2048, _noise12 - 2048).astype(np.int16),

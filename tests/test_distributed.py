@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-
 from sg2_training_support.data import TESTS_DIR, make_shapes, tiny_args
 
 WORLD = 2
@@ -24,17 +23,31 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, args: list[str], out: str) -> None:
     # What torchrun sets for each process.
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )
     torch.set_num_threads(1)
     from stylegan2_ada.training import cli
 
     result = cli.main(args, standalone_mode=False)
-    tensors = {f"{name}.{k}": v.detach().clone() for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
-               for k, v in net.state_dict().items()}
+    tensors = {
+        f"{name}.{k}": v.detach().clone()
+        for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
+        for k, v in net.state_dict().items()
+    }
     tensors["augment_p"] = result.augment_pipe.p.detach().clone()
-    torch.save({"tensors": tensors, "run_dir": str(result.run_dir) if result.run_dir else None,
-                "cur_nimg": result.state.cur_nimg}, os.path.join(out, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "tensors": tensors,
+            "run_dir": str(result.run_dir) if result.run_dir else None,
+            "cur_nimg": result.state.cur_nimg,
+        },
+        os.path.join(out, f"rank{rank}.pt"),
+    )
 
 
 def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
@@ -42,8 +55,29 @@ def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
     data = make_shapes(tmp_path / "shapes", n=8)
     outdir = tmp_path / "runs"
     # 8 images per step = 2 ranks x 2 rounds x 2 (gradient accumulation too); 5 steps (ADA updates at 0 and 4).
-    args = tiny_args(outdir, data, "--cond=1", "--gpus", "2", "--batch", "8", "--batch-gpu", "2", "--mbstd-group", "2",
-                     "--aug", "ada", "--ada-kimg", "0.05", "--target", "0", "--dlr", "0.02", kimg=0.04, tick=0.016)
+    args = tiny_args(
+        outdir,
+        data,
+        "--cond=1",
+        "--gpus",
+        "2",
+        "--batch",
+        "8",
+        "--batch-gpu",
+        "2",
+        "--mbstd-group",
+        "2",
+        "--aug",
+        "ada",
+        "--ada-kimg",
+        "0.05",
+        "--target",
+        "0",
+        "--dlr",
+        "0.02",
+        kimg=0.04,
+        tick=0.016,
+    )
     mp.spawn(_worker, args=(_free_port(), args, str(tmp_path)), nprocs=WORLD, join=True)
 
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -64,5 +98,7 @@ def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
     opts = json.loads((run_dir / "training_options.json").read_text())
     assert opts["world_size"] == 2 and opts["gpus"] == 2
     assert sorted(p.name for p in run_dir.glob("network-snapshot-*")) == [
-        "network-snapshot-000000.008.safetensors", "network-snapshot-000000.024.safetensors",
-        "network-snapshot-000000.040.safetensors"]
+        "network-snapshot-000000.008.safetensors",
+        "network-snapshot-000000.024.safetensors",
+        "network-snapshot-000000.040.safetensors",
+    ]

@@ -27,7 +27,9 @@ needs_fixture = pytest.mark.skipif(
     not FIXTURE_PKL.is_file(),
     reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
 )
-networks_mod = pytest.importorskip("stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet")
+networks_mod = pytest.importorskip(
+    "stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet"
+)
 
 
 def _load_cli():
@@ -46,8 +48,15 @@ def _run(*args: str):
 
 def _tiny_checkpoint(path: Path, *, c_dim: int, img_channels: int, class_names=None, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    G = networks_mod.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=8, img_channels=img_channels,
-                               mapping_kwargs={"num_layers": 2}, synthesis_kwargs={"channel_base": 64, "channel_max": 8})
+    G = networks_mod.Generator(
+        z_dim=8,
+        c_dim=c_dim,
+        w_dim=8,
+        img_resolution=8,
+        img_channels=img_channels,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 64, "channel_max": 8},
+    )
     with torch.no_grad():  # non-zero noise strengths so that the noise mode matters
         for name, p in G.named_parameters():
             if name.endswith("noise_strength"):
@@ -59,7 +68,9 @@ def _tiny_checkpoint(path: Path, *, c_dim: int, img_channels: int, class_names=N
 
 @pytest.fixture
 def cond_gray(tmp_path) -> Path:
-    return _tiny_checkpoint(tmp_path / "cond.safetensors", c_dim=2, img_channels=1, class_names=["normal", "fracture"])
+    return _tiny_checkpoint(
+        tmp_path / "cond.safetensors", c_dim=2, img_channels=1, class_names=["normal", "fracture"]
+    )
 
 
 @pytest.fixture
@@ -87,14 +98,36 @@ def _expected(network: Path, seed: int, class_idx, psi: float) -> np.ndarray:
 
 def test_native_conditional_grayscale_end_to_end(tmp_path, cond_gray):
     out = tmp_path / "out"
-    result = _run("--network", str(cond_gray), "--seeds", "0-2,7", "--class", "1", "--trunc", "0.7",
-                  "--outdir", str(out), "--batch", "3", "--device", "cpu")
+    result = _run(
+        "--network",
+        str(cond_gray),
+        "--seeds",
+        "0-2,7",
+        "--class",
+        "1",
+        "--trunc",
+        "0.7",
+        "--outdir",
+        str(out),
+        "--batch",
+        "3",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(out)) == ["manifest.json", "seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"]
+    assert sorted(os.listdir(out)) == [
+        "manifest.json",
+        "seed0000.png",
+        "seed0001.png",
+        "seed0002.png",
+        "seed0007.png",
+    ]
     for seed in (0, 1, 2, 7):
         with Image.open(out / f"seed{seed:04d}.png") as image:
             assert image.mode == "L" and image.size == (8, 8)
-        np.testing.assert_array_equal(_pixels(out / f"seed{seed:04d}.png"), _expected(cond_gray, seed, 1, 0.7))
+        np.testing.assert_array_equal(
+            _pixels(out / f"seed{seed:04d}.png"), _expected(cond_gray, seed, 1, 0.7)
+        )
     assert not np.array_equal(_pixels(out / "seed0000.png"), _pixels(out / "seed0001.png"))
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -104,20 +137,35 @@ def test_native_conditional_grayscale_end_to_end(tmp_path, cond_gray):
     assert manifest["class"] == 1 and manifest["class_name"] == "fracture"
     assert manifest["truncation_psi"] == 0.7 and manifest["noise_mode"] == "const"
     assert manifest["device"] == "cpu" and manifest["batch_size"] == 3
-    assert manifest["versions"]["torch"] == torch.__version__ and manifest["versions"]["numpy"] == np.__version__
+    assert (
+        manifest["versions"]["torch"] == torch.__version__ and manifest["versions"]["numpy"] == np.__version__
+    )
     assert manifest["versions"]["stylegan2_ada"]
-    assert [i["file"] for i in manifest["images"]] == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"]
+    assert [i["file"] for i in manifest["images"]] == [
+        "seed0000.png",
+        "seed0001.png",
+        "seed0002.png",
+        "seed0007.png",
+    ]
 
 
 def test_native_unconditional_rgb_and_batch_independence(tmp_path, uncond_rgb):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert _run("--network", str(uncond_rgb), "--seeds", "3,4,5", "--outdir", str(a), "--batch", "1").exit_code == 0
-    assert _run("--network", str(uncond_rgb), "--seeds", "5,3-4", "--outdir", str(b), "--batch", "16").exit_code == 0
+    assert (
+        _run("--network", str(uncond_rgb), "--seeds", "3,4,5", "--outdir", str(a), "--batch", "1").exit_code
+        == 0
+    )
+    assert (
+        _run("--network", str(uncond_rgb), "--seeds", "5,3-4", "--outdir", str(b), "--batch", "16").exit_code
+        == 0
+    )
     for seed in (3, 4, 5):
         with Image.open(a / f"seed{seed:04d}.png") as image:
             assert image.mode == "RGB" and image.size == (8, 8)
         np.testing.assert_array_equal(_pixels(a / f"seed{seed:04d}.png"), _pixels(b / f"seed{seed:04d}.png"))
-        np.testing.assert_array_equal(_pixels(a / f"seed{seed:04d}.png"), _expected(uncond_rgb, seed, None, 1.0))
+        np.testing.assert_array_equal(
+            _pixels(a / f"seed{seed:04d}.png"), _expected(uncond_rgb, seed, None, 1.0)
+        )
 
 
 def test_random_noise_is_reproducible_per_seed_and_leaves_global_rng_alone(tmp_path, uncond_rgb):
@@ -125,29 +173,55 @@ def test_random_noise_is_reproducible_per_seed_and_leaves_global_rng_alone(tmp_p
     for name, seeds, batch in [("all", [0, 1, 2], 2), ("alone", [2], 1), ("again", [2, 0], 5)]:
         torch.manual_seed(1234)
         state = torch.get_rng_state()
-        result = generation.generate_images(uncond_rgb, seeds, tmp_path / name, noise_mode="random", batch_size=batch,
-                                            device="cpu", progress=False)
+        result = generation.generate_images(
+            uncond_rgb,
+            seeds,
+            tmp_path / name,
+            noise_mode="random",
+            batch_size=batch,
+            device="cpu",
+            progress=False,
+        )
         assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
         runs[name] = {seed: _pixels(path) for seed, path in result.files.items()}
     np.testing.assert_array_equal(runs["all"][2], runs["alone"][2])
     np.testing.assert_array_equal(runs["all"][0], runs["again"][0])
     const = generation.generate_images(uncond_rgb, [2], tmp_path / "const", device="cpu", progress=False)
     assert not np.array_equal(_pixels(const.files[2]), runs["alone"][2])  # random noise really is used
-    none = generation.generate_images(uncond_rgb, [2], tmp_path / "none", noise_mode="none", device="cpu",
-                                      progress=False)
+    none = generation.generate_images(
+        uncond_rgb, [2], tmp_path / "none", noise_mode="none", device="cpu", progress=False
+    )
     assert not np.array_equal(_pixels(none.files[2]), _pixels(const.files[2]))
 
 
 @needs_fixture
 def test_upstream_pkl_end_to_end(tmp_path):
     out = tmp_path / "out"
-    result = _run("--network", str(FIXTURE_PKL), "--seeds", "0-1,10", "--class", "1", "--trunc", "0.7",
-                  "--outdir", str(out), "--noise-mode", "const", "--batch", "2", "--device", "cpu")
+    result = _run(
+        "--network",
+        str(FIXTURE_PKL),
+        "--seeds",
+        "0-1,10",
+        "--class",
+        "1",
+        "--trunc",
+        "0.7",
+        "--outdir",
+        str(out),
+        "--noise-mode",
+        "const",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     for seed in (0, 1, 10):
         with Image.open(out / f"seed{seed:04d}.png") as image:
             assert image.mode == "L" and image.size == (32, 32)
-        np.testing.assert_array_equal(_pixels(out / f"seed{seed:04d}.png"), _expected(FIXTURE_PKL, seed, 1, 0.7))
+        np.testing.assert_array_equal(
+            _pixels(out / f"seed{seed:04d}.png"), _expected(FIXTURE_PKL, seed, 1, 0.7)
+        )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["network"]["format"] == "upstream-pkl"
     assert manifest["network"]["sha256"] == hashlib.sha256(FIXTURE_PKL.read_bytes()).hexdigest()
@@ -159,16 +233,26 @@ def test_upstream_pkl_end_to_end(tmp_path):
 def test_upstream_pkl_conditional_without_class_lists_the_classes(tmp_path):
     result = _run("--network", str(FIXTURE_PKL), "--seeds", "0", "--outdir", str(tmp_path / "o"))
     assert result.exit_code == 2
-    assert "--class" in result.output and "conditional with 2 classes" in result.output and "0, 1" in result.output
+    assert (
+        "--class" in result.output
+        and "conditional with 2 classes" in result.output
+        and "0, 1" in result.output
+    )
     assert not (tmp_path / "o").exists()
 
 
 def test_class_errors(tmp_path, cond_gray, uncond_rgb):
     out = str(tmp_path / "o")
     result = _run("--network", str(cond_gray), "--seeds", "0", "--outdir", out)
-    assert result.exit_code == 2 and "0 (normal), 1 (fracture)" in result.output and "'--class'" in result.output
+    assert (
+        result.exit_code == 2 and "0 (normal), 1 (fracture)" in result.output and "'--class'" in result.output
+    )
     result = _run("--network", str(cond_gray), "--seeds", "0", "--outdir", out, "--class", "2")
-    assert result.exit_code == 2 and "class 2 is out of range" in result.output and "1 (fracture)" in result.output
+    assert (
+        result.exit_code == 2
+        and "class 2 is out of range" in result.output
+        and "1 (fracture)" in result.output
+    )
     result = _run("--network", str(cond_gray), "--seeds", "0", "--outdir", out, "--class", "-1")
     assert result.exit_code == 2 and "out of range" in result.output
     result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", out, "--class", "0")
@@ -178,7 +262,9 @@ def test_class_errors(tmp_path, cond_gray, uncond_rgb):
 
 @pytest.mark.parametrize("seeds", ["", "1-x", "5-2", "-3", "1,,2", "0-99999999999", "a"])
 def test_bad_seed_syntax(tmp_path, cond_gray, seeds):
-    result = _run("--network", str(cond_gray), "--seeds", seeds, "--class", "0", "--outdir", str(tmp_path / "o"))
+    result = _run(
+        "--network", str(cond_gray), "--seeds", seeds, "--class", "0", "--outdir", str(tmp_path / "o")
+    )
     assert result.exit_code == 2
     assert "'--seeds'" in result.output
     assert not (tmp_path / "o").exists()
@@ -200,7 +286,11 @@ def test_network_file_errors(tmp_path):
     garbage = tmp_path / "garbage.pkl"
     garbage.write_bytes(b"this is not a network" * 10)
     result = _run("--network", str(garbage), "--seeds", "0", "--outdir", out)
-    assert result.exit_code == 2 and "unrecognised file format" in result.output and "garbage.pkl" in result.output
+    assert (
+        result.exit_code == 2
+        and "unrecognised file format" in result.output
+        and "garbage.pkl" in result.output
+    )
     empty = tmp_path / "empty.pkl"
     empty.write_bytes(b"")
     result = _run("--network", str(empty), "--seeds", "0", "--outdir", out)
@@ -237,9 +327,28 @@ def test_cuda_matches_cpu_closely(tmp_path, uncond_rgb):
 def test_script_runs_as_a_program(tmp_path, uncond_rgb):
     """``python generate.py`` from the repository root (a real process, as a user runs it)."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "generate.py", "--network", str(uncond_rgb), "--seeds", "0-1",
-                           "--outdir", str(out), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "generate.py",
+            "--network",
+            str(uncond_rgb),
+            "--seeds",
+            "0-1",
+            "--outdir",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert (out / "seed0000.png").is_file() and (out / "seed0001.png").is_file() and (out / "manifest.json").is_file()
+    assert (
+        (out / "seed0000.png").is_file()
+        and (out / "seed0001.png").is_file()
+        and (out / "manifest.json").is_file()
+    )
     assert "Wrote 2 images" in proc.stdout

@@ -41,7 +41,10 @@ def test_vindr_binary_abnormal_iff_any_finding() -> None:
         "lesion_and_nofinding": 1,
     }
     assert table.findings["mixed"] == ["Disc space narrowing", "Surgical implant", "Osteophytes"]
-    assert table.findings["lesion_and_nofinding"] == ["No finding", "Foraminal stenosis"]  # case/space normalised
+    assert table.findings["lesion_and_nofinding"] == [
+        "No finding",
+        "Foraminal stenosis",
+    ]  # case/space normalised
     assert table.counts() == {0: 2, 1: 4}
 
 

@@ -16,17 +16,17 @@ import subprocess
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 
 from stylegan2_ada import legacy_pickle as lp
 from stylegan2_ada.checkpoint import load_checkpoint
-
-from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers: stand-ins for upstream's torch_utils.persistence and dnnlib.util, so that pickles are
@@ -65,8 +65,12 @@ def upstream(monkeypatch):
     EasyDict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
     util.EasyDict = EasyDict
     dnnlib.util = util
-    for name, module in [("torch_utils", torch_utils), ("torch_utils.persistence", persistence),
-                         ("dnnlib", dnnlib), ("dnnlib.util", util)]:
+    for name, module in [
+        ("torch_utils", torch_utils),
+        ("torch_utils.persistence", persistence),
+        ("dnnlib", dnnlib),
+        ("dnnlib.util", util),
+    ]:
         monkeypatch.setitem(sys.modules, name, module)
 
     def persistent(class_name: str, state: dict, module_src: str = "") -> _Persistent:
@@ -132,7 +136,7 @@ def test_fixture_state_dicts_equal_reference_arrays():
     assert set(snapshot.networks) == {"G", "D", "G_ema", "augment_pipe"}
     for key in ("G", "G_ema", "D"):
         state = lp.record_state_dict(snapshot.networks[key])
-        expected = [name[len(key) + 1:] for name in ref.files if name.startswith(key + "/")]
+        expected = [name[len(key) + 1 :] for name in ref.files if name.startswith(key + "/")]
         assert list(state) == expected  # same names, same (upstream state_dict) order
         for name in expected:
             tensor = state[name]
@@ -148,26 +152,58 @@ def test_fixture_constructor_arguments_and_metadata():
     snapshot = lp.read_upstream_snapshot(FIXTURE_PKL)
     g_kwargs = lp.record_init_kwargs(snapshot.networks["G"])
     assert g_kwargs == dict(
-        z_dim=64, c_dim=2, w_dim=64, img_resolution=32, img_channels=1, mapping_kwargs={"num_layers": 2},
+        z_dim=64,
+        c_dim=2,
+        w_dim=64,
+        img_resolution=32,
+        img_channels=1,
+        mapping_kwargs={"num_layers": 2},
         synthesis_kwargs={"channel_base": 512, "channel_max": 64, "num_fp16_res": 0, "conv_clamp": 256},
     )
     assert type(g_kwargs["mapping_kwargs"]) is dict  # EasyDict converted to a plain dict
     assert lp.record_init_kwargs(snapshot.networks["G_ema"]) == g_kwargs
     assert lp.record_init_kwargs(snapshot.networks["D"]) == dict(
-        c_dim=2, img_resolution=32, img_channels=1, channel_base=512, channel_max=64, num_fp16_res=0,
-        conv_clamp=256, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs={"mbstd_group_size": 4},
+        c_dim=2,
+        img_resolution=32,
+        img_channels=1,
+        channel_base=512,
+        channel_max=64,
+        num_fp16_res=0,
+        conv_clamp=256,
+        block_kwargs={},
+        mapping_kwargs={},
+        epilogue_kwargs={"mbstd_group_size": 4},
     )
     pipe_kwargs = lp.record_init_kwargs(snapshot.networks["augment_pipe"])
-    assert set(pipe_kwargs) == {"xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness",
-                                "contrast", "lumaflip", "hue", "saturation", "imgfilter", "noise", "cutout"}
+    assert set(pipe_kwargs) == {
+        "xflip",
+        "rotate90",
+        "xint",
+        "scale",
+        "rotate",
+        "aniso",
+        "xfrac",
+        "brightness",
+        "contrast",
+        "lumaflip",
+        "hue",
+        "saturation",
+        "imgfilter",
+        "noise",
+        "cutout",
+    }
     assert all(v == 1 for v in pipe_kwargs.values())
     pipe_state = lp.record_state_dict(snapshot.networks["augment_pipe"])
     assert list(pipe_state) == ["p", "Hz_geom", "Hz_fbank"]
     assert float(pipe_state["p"]) == 0.25
     assert tuple(pipe_state["Hz_fbank"].shape) == (4, 43)
     assert snapshot.training_set_kwargs == {
-        "class_name": "training.dataset.ImageFolderDataset", "path": "data.zip", "use_labels": True,
-        "max_size": None, "xflip": False, "resolution": 32,
+        "class_name": "training.dataset.ImageFolderDataset",
+        "path": "data.zip",
+        "use_labels": True,
+        "max_size": None,
+        "xflip": False,
+        "resolution": 32,
     }
 
 
@@ -204,15 +240,17 @@ def test_freeze_d_snapshot_with_frozen_layers_as_buffers_loads(upstream, tmp_pat
     def rewrite(record: lp.PersistentRecord, prefix: str) -> _Persistent:
         state = dict(record.state)
         state["_init_kwargs"] = convert(state["_init_kwargs"])
-        params = collections.OrderedDict((k, torch.nn.Parameter(v, requires_grad=False))
-                                         for k, v in state["_parameters"].items())
+        params = collections.OrderedDict(
+            (k, torch.nn.Parameter(v, requires_grad=False)) for k, v in state["_parameters"].items()
+        )
         buffers = collections.OrderedDict(state["_buffers"])
         if prefix.rstrip(".") in frozen:  # upstream keeps weight/bias as buffers for frozen layers
             for name in ("weight", "bias"):
                 buffers[name] = params.pop(name).detach()
         state["_parameters"], state["_buffers"] = params, buffers
         state["_modules"] = collections.OrderedDict(
-            (k, rewrite(v, f"{prefix}{k}.")) for k, v in state["_modules"].items())
+            (k, rewrite(v, f"{prefix}{k}.")) for k, v in state["_modules"].items()
+        )
         if prefix == "":
             kwargs = dict(state["_init_kwargs"])
             kwargs["block_kwargs"] = upstream.EasyDict(freeze_layers=2)
@@ -247,18 +285,26 @@ def test_module_src_is_never_executed_and_data_is_read(upstream, tmp_path):
     weight = torch.randn(3, 4)
     child = upstream.persistent(
         "FullyConnectedLayer",
-        _module_state(params={"weight": torch.nn.Parameter(weight), "bias": torch.nn.Parameter(torch.zeros(3))},
-                      init_kwargs={"bias_init": 1}, weight_gain=np.float64(0.5)),
+        _module_state(
+            params={"weight": torch.nn.Parameter(weight), "bias": torch.nn.Parameter(torch.zeros(3))},
+            init_kwargs={"bias_init": 1},
+            weight_gain=np.float64(0.5),
+        ),
         module_src=_writes_marker(marker),
     )
     top = upstream.persistent(
         "Generator",
-        _module_state(buffers={"avg": torch.arange(3.0), "skipped": None}, modules={"fc": child, "none": None},
-                      init_kwargs={"z_dim": 4, "mapping_kwargs": upstream.EasyDict(num_layers=2)}),
+        _module_state(
+            buffers={"avg": torch.arange(3.0), "skipped": None},
+            modules={"fc": child, "none": None},
+            init_kwargs={"z_dim": 4, "mapping_kwargs": upstream.EasyDict(num_layers=2)},
+        ),
         module_src=_writes_marker(marker),
     )
-    data = pickle.dumps({"training_set_kwargs": upstream.EasyDict(path="x.zip", use_labels=True), "G": top,
-                         "D": None}, protocol=4)
+    data = pickle.dumps(
+        {"training_set_kwargs": upstream.EasyDict(path="x.zip", use_labels=True), "G": top, "D": None},
+        protocol=4,
+    )
     path = tmp_path / "snap.pkl"
     path.write_bytes(data)
 
@@ -292,60 +338,159 @@ def _payloads(upstream, marker: Path) -> dict[str, tuple[bytes, str]]:
         typed_storage = torch.zeros(4).storage()
     return {
         "os.system via reduce": (_dumps(_Reduce(os.system, touch)), f"{os.system.__module__}.system"),
-        "os.system global": (b"\x80\x02" + _glob("os", "system") + _ustr(touch) + pickle.TUPLE1 + pickle.REDUCE
-                             + pickle.STOP, "os.system"),
-        "posix.system": (b"\x80\x02" + _glob("posix", "system") + _ustr(touch) + pickle.TUPLE1 + pickle.REDUCE
-                         + pickle.STOP, "posix.system"),
+        "os.system global": (
+            b"\x80\x02" + _glob("os", "system") + _ustr(touch) + pickle.TUPLE1 + pickle.REDUCE + pickle.STOP,
+            "os.system",
+        ),
+        "posix.system": (
+            b"\x80\x02"
+            + _glob("posix", "system")
+            + _ustr(touch)
+            + pickle.TUPLE1
+            + pickle.REDUCE
+            + pickle.STOP,
+            "posix.system",
+        ),
         "builtins.exec": (_dumps(_Reduce(exec, code)), "builtins.exec"),
         "builtins.eval": (_dumps(_Reduce(eval, code)), "builtins.eval"),
         "subprocess.call": (_dumps(_Reduce(subprocess.call, ["touch", str(marker)])), "subprocess.call"),
         "subprocess.Popen": (_dumps(_Reduce(subprocess.Popen, ["touch", str(marker)])), "subprocess.Popen"),
         "smuggled torch.save payload": (
-            _dumps(_Reduce(torch.storage._load_from_bytes, evil_blob.getvalue())), "weights_only"),
+            _dumps(_Reduce(torch.storage._load_from_bytes, evil_blob.getvalue())),
+            "weights_only",
+        ),
         "nested persistent object with unknown class": (
-            pickle.dumps({"G": upstream.persistent("Generator", _module_state(modules={
-                "evil": upstream.persistent("Evil", _module_state(), module_src=code)}))}, protocol=4),
-            "'Evil'"),
+            pickle.dumps(
+                {
+                    "G": upstream.persistent(
+                        "Generator",
+                        _module_state(
+                            modules={"evil": upstream.persistent("Evil", _module_state(), module_src=code)}
+                        ),
+                    )
+                },
+                protocol=4,
+            ),
+            "'Evil'",
+        ),
         "top-level persistent object with unknown class": (
-            pickle.dumps({"G": upstream.persistent("os", _module_state(), module_src=code)}, protocol=4), "'os'"),
+            pickle.dumps({"G": upstream.persistent("os", _module_state(), module_src=code)}, protocol=4),
+            "'os'",
+        ),
         "BUILD on EasyDict": (
-            b"\x80\x02" + _glob("dnnlib.util", "EasyDict") + pickle.EMPTY_TUPLE + pickle.NEWOBJ + pickle.EMPTY_DICT
-            + _ustr("__class__") + _glob("collections", "OrderedDict") + pickle.SETITEM + pickle.BUILD + pickle.STOP,
-            "BUILD"),
+            b"\x80\x02"
+            + _glob("dnnlib.util", "EasyDict")
+            + pickle.EMPTY_TUPLE
+            + pickle.NEWOBJ
+            + pickle.EMPTY_DICT
+            + _ustr("__class__")
+            + _glob("collections", "OrderedDict")
+            + pickle.SETITEM
+            + pickle.BUILD
+            + pickle.STOP,
+            "BUILD",
+        ),
         "BUILD slot-state on OrderedDict": (
-            b"\x80\x02" + _glob("collections", "OrderedDict") + pickle.EMPTY_TUPLE + pickle.REDUCE + pickle.NONE
-            + pickle.EMPTY_DICT + _ustr("__class__") + _glob("dnnlib.util", "EasyDict") + pickle.SETITEM
-            + pickle.TUPLE2 + pickle.BUILD + pickle.STOP, "BUILD"),
+            b"\x80\x02"
+            + _glob("collections", "OrderedDict")
+            + pickle.EMPTY_TUPLE
+            + pickle.REDUCE
+            + pickle.NONE
+            + pickle.EMPTY_DICT
+            + _ustr("__class__")
+            + _glob("dnnlib.util", "EasyDict")
+            + pickle.SETITEM
+            + pickle.TUPLE2
+            + pickle.BUILD
+            + pickle.STOP,
+            "BUILD",
+        ),
         "BUILD on a persistent object": (
-            _dumps(upstream.persistent("Generator", {"training": False}, module_src=code))[:-1] + pickle.EMPTY_DICT
-            + _ustr("class_name") + _ustr("Evil") + pickle.SETITEM + pickle.BUILD + pickle.STOP, "BUILD"),
+            _dumps(upstream.persistent("Generator", {"training": False}, module_src=code))[:-1]
+            + pickle.EMPTY_DICT
+            + _ustr("class_name")
+            + _ustr("Evil")
+            + pickle.SETITEM
+            + pickle.BUILD
+            + pickle.STOP,
+            "BUILD",
+        ),
         "BUILD (__setstate__) on a tensor": (
-            tensor_pickle + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP, "BUILD"),
+            tensor_pickle + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP,
+            "BUILD",
+        ),
         "tensor with backward hooks": (
-            _dumps(_Reduce(torch._utils._rebuild_tensor_v2, typed_storage, 0, (1,), (1,), False,
-                           hooks)), "backward hooks"),
+            _dumps(_Reduce(torch._utils._rebuild_tensor_v2, typed_storage, 0, (1,), (1,), False, hooks)),
+            "backward hooks",
+        ),
         "numpy object dtype": (
-            b"\x80\x02" + _glob("numpy", "dtype") + _ustr("O8") + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3
-            + pickle.REDUCE + pickle.STOP, "numpy.dtype"),
+            b"\x80\x02"
+            + _glob("numpy", "dtype")
+            + _ustr("O8")
+            + pickle.NEWFALSE
+            + pickle.NEWTRUE
+            + pickle.TUPLE3
+            + pickle.REDUCE
+            + pickle.STOP,
+            "numpy.dtype",
+        ),
         "numpy dtype with fields via BUILD": (
-            b"\x80\x02" + _glob("numpy", "dtype") + _ustr("f8") + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3
-            + pickle.REDUCE + pickle.MARK + pickle.BININT1 + b"\x03" + _ustr("<") + pickle.NONE
-            + _ustr("a") + pickle.TUPLE1 + pickle.EMPTY_DICT + pickle.BININT1 + b"\x08" + pickle.BININT1 + b"\x01"
-            + pickle.BININT1 + b"\x10" + pickle.TUPLE + pickle.BUILD + pickle.STOP, "numpy.dtype"),
-        "numpy array reconstruct": (
-            _dumps(np.zeros(2, dtype=object)), "multiarray._reconstruct"),
+            b"\x80\x02"
+            + _glob("numpy", "dtype")
+            + _ustr("f8")
+            + pickle.NEWFALSE
+            + pickle.NEWTRUE
+            + pickle.TUPLE3
+            + pickle.REDUCE
+            + pickle.MARK
+            + pickle.BININT1
+            + b"\x03"
+            + _ustr("<")
+            + pickle.NONE
+            + _ustr("a")
+            + pickle.TUPLE1
+            + pickle.EMPTY_DICT
+            + pickle.BININT1
+            + b"\x08"
+            + pickle.BININT1
+            + b"\x01"
+            + pickle.BININT1
+            + b"\x10"
+            + pickle.TUPLE
+            + pickle.BUILD
+            + pickle.STOP,
+            "numpy.dtype",
+        ),
+        "numpy array reconstruct": (_dumps(np.zeros(2, dtype=object)), "multiarray._reconstruct"),
         "persistent id (torch.save storage reference)": (
-            b"\x80\x02" + _ustr("storage") + pickle.BINPERSID + pickle.STOP, "persistent id"),
+            b"\x80\x02" + _ustr("storage") + pickle.BINPERSID + pickle.STOP,
+            "persistent id",
+        ),
     }
 
 
 _PAYLOAD_NAMES = [
-    "os.system via reduce", "os.system global", "posix.system", "builtins.exec", "builtins.eval",
-    "subprocess.call", "subprocess.Popen", "INST opcode", "smuggled torch.save payload",
-    "nested persistent object with unknown class", "top-level persistent object with unknown class",
-    "persistent object of another type", "BUILD on EasyDict", "BUILD slot-state on OrderedDict",
-    "BUILD on a persistent object", "BUILD (__setstate__) on a tensor", "tensor with backward hooks", "numpy object dtype",
-    "numpy dtype with fields via BUILD", "numpy array reconstruct", "persistent id (torch.save storage reference)",
+    "os.system via reduce",
+    "os.system global",
+    "posix.system",
+    "builtins.exec",
+    "builtins.eval",
+    "subprocess.call",
+    "subprocess.Popen",
+    "INST opcode",
+    "smuggled torch.save payload",
+    "nested persistent object with unknown class",
+    "top-level persistent object with unknown class",
+    "persistent object of another type",
+    "BUILD on EasyDict",
+    "BUILD slot-state on OrderedDict",
+    "BUILD on a persistent object",
+    "BUILD (__setstate__) on a tensor",
+    "tensor with backward hooks",
+    "numpy object dtype",
+    "numpy dtype with fields via BUILD",
+    "numpy array reconstruct",
+    "persistent id (torch.save storage reference)",
 ]
 
 
@@ -354,7 +499,9 @@ def _payload(upstream, marker: Path, name: str) -> tuple[bytes, str]:
         return b"\x80\x02(" + _ustr(f"touch {marker}") + b"ios\nsystem\n" + pickle.STOP, "os.system"
     if name == "persistent object of another type":
         reconstruct = upstream.persistent("x", {}).reconstruct
-        meta = dict(type="function", version=6, module_src=_writes_marker(marker), class_name="Generator", state={})
+        meta = dict(
+            type="function", version=6, module_src=_writes_marker(marker), class_name="Generator", state={}
+        )
         return pickle.dumps({"G": _Reduce(reconstruct, meta)}, protocol=4), "type 'function'"
     return _payloads(upstream, marker)[name]
 
@@ -416,21 +563,29 @@ def test_numpy_scalars_under_both_numpy_module_names(module):
     data = data.replace(b"numpy.core.multiarray\n", module.encode() + b"\n")
     value = _load_bytes(data)
     assert isinstance(value, np.float64) and value == 0.125
-    value32 = _load_bytes(_dumps(np.float32(-2.5)).replace(b"numpy._core.multiarray\n", module.encode() + b"\n"))
+    value32 = _load_bytes(
+        _dumps(np.float32(-2.5)).replace(b"numpy._core.multiarray\n", module.encode() + b"\n")
+    )
     assert isinstance(value32, np.float32) and value32 == -2.5
 
 
 def test_tensors_and_parameters_round_trip_exactly():
     values = torch.randn(2, 3, 4)
     out = _load_bytes(_dumps({"t": values, "p": torch.nn.Parameter(values[1].clone()), "view": values[:, 1]}))
-    assert torch.equal(out["t"], values) and torch.equal(out["p"], values[1]) and torch.equal(out["view"], values[:, 1])
+    assert (
+        torch.equal(out["t"], values)
+        and torch.equal(out["p"], values[1])
+        and torch.equal(out["view"], values[:, 1])
+    )
     assert out["t"].dtype == torch.float32 and not out["p"].requires_grad
 
 
 def test_tensor_larger_than_its_storage_is_refused():
     data = _dumps(torch.zeros(4))
     # The pickled size tuple (4,) is BININT1 4 + TUPLE1; make it claim 1000 elements instead.
-    bad = data.replace(pickle.BININT1 + b"\x04" + pickle.TUPLE1, pickle.BININT2 + struct.pack("<H", 1000) + pickle.TUPLE1, 1)
+    bad = data.replace(
+        pickle.BININT1 + b"\x04" + pickle.TUPLE1, pickle.BININT2 + struct.pack("<H", 1000) + pickle.TUPLE1, 1
+    )
     assert bad != data
     with pytest.raises(lp.LegacyPickleError, match="storage holds 4"):
         _load_bytes(bad)

@@ -17,18 +17,35 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def make_nets(mbstd: int = 4, seed: int = 0) -> tuple[Generator, Discriminator]:
     torch.manual_seed(seed)
-    G = Generator(z_dim=Z, c_dim=C_DIM, w_dim=Z, img_resolution=RES, img_channels=1, mapping_kwargs={"num_layers": 2},
-                  synthesis_kwargs={"channel_base": 256, "channel_max": 32})
-    D = Discriminator(c_dim=C_DIM, img_resolution=RES, img_channels=1, channel_base=256, channel_max=32,
-                      epilogue_kwargs={"mbstd_group_size": mbstd})
+    G = Generator(
+        z_dim=Z,
+        c_dim=C_DIM,
+        w_dim=Z,
+        img_resolution=RES,
+        img_channels=1,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 256, "channel_max": 32},
+    )
+    D = Discriminator(
+        c_dim=C_DIM,
+        img_resolution=RES,
+        img_channels=1,
+        channel_base=256,
+        channel_max=32,
+        epilogue_kwargs={"mbstd_group_size": mbstd},
+    )
     return G.train().requires_grad_(False), D.train().requires_grad_(False)
 
 
 def batch(n: int, seed: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     c = F.one_hot(torch.arange(n) % C_DIM, C_DIM).float()
-    return dict(real_img=torch.rand([n, 1, RES, RES], generator=g) * 2 - 1, real_c=c,
-                gen_z=torch.randn([n, Z], generator=g), gen_c=c.flip(0))
+    return dict(
+        real_img=torch.rand([n, 1, RES, RES], generator=g) * 2 - 1,
+        real_c=c,
+        gen_z=torch.randn([n, Z], generator=g),
+        gen_c=c.flip(0),
+    )
 
 
 EXPECTED_STATS = {

@@ -12,7 +12,7 @@ ATOL = 1e-4
 
 
 def _state(npz: dict, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: torch.from_numpy(v) for k, v in npz.items() if k.startswith(prefix + "/")}
+    return {k[len(prefix) + 1 :]: torch.from_numpy(v) for k, v in npz.items() if k.startswith(prefix + "/")}
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,15 @@ def test_discriminator_matches_upstream(fixture_nets, upstream_npz):
 
 def test_parameter_counts_match_published_configs():
     """Counts from the reference facts (256 px, cbase 16384, mapping 2): G 23.19M, D 24.00M."""
-    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=16384, channel_max=512))
+    G = Generator(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=256,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=16384, channel_max=512),
+    )
     D = Discriminator(c_dim=0, img_resolution=256, img_channels=3, channel_base=16384, channel_max=512)
     assert round(sum(p.numel() for p in G.parameters()) / 1e6, 2) == 23.19
     assert round(sum(p.numel() for p in D.parameters()) / 1e6, 2) == 24.00
@@ -95,7 +102,9 @@ def test_truncation_cutoff_and_psi_zero():
     ws0 = G.mapping(z, c, truncation_psi=0)
     assert torch.allclose(ws0, G.mapping.w_avg.expand_as(ws0))
     ws_cut = G.mapping(z, c, truncation_psi=0, truncation_cutoff=2)
-    assert torch.allclose(ws_cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(ws_cut[:, 2:], ws[:, 2:])
+    assert torch.allclose(ws_cut[:, :2], G.mapping.w_avg.expand(3, 2, -1)) and torch.equal(
+        ws_cut[:, 2:], ws[:, 2:]
+    )
 
 
 def test_unconditional_networks_and_bad_input():

@@ -23,20 +23,30 @@ def reference_upfirdn1d(x: np.ndarray, f: np.ndarray, up: int, down: int, pad0: 
     """The module docstring's definition, one dimension, with explicit loops."""
     u = np.zeros(len(x) * up)
     u[::up] = x
-    v = np.concatenate([np.zeros(max(pad0, 0)), u[max(-pad0, 0):len(u) - max(-pad1, 0)], np.zeros(max(pad1, 0))])
+    v = np.concatenate(
+        [np.zeros(max(pad0, 0)), u[max(-pad0, 0) : len(u) - max(-pad1, 0)], np.zeros(max(pad1, 0))]
+    )
     k = len(f)
     y = np.array([sum(f[t] * v[n + k - 1 - t] for t in range(k)) for n in range(len(v) - k + 1)])
     return y[::down]
 
 
-@pytest.mark.parametrize("up,down,pad0,pad1", [(1, 1, 1, 2), (2, 1, 2, 1), (1, 2, 1, 1), (1, 2, 2, 2),
-                                               (2, 1, -1, 0), (3, 1, 1, 1), (1, 1, -1, -1)])
+@pytest.mark.parametrize(
+    "up,down,pad0,pad1",
+    [(1, 1, 1, 2), (2, 1, 2, 1), (1, 2, 1, 1), (1, 2, 2, 2), (2, 1, -1, 0), (3, 1, 1, 1), (1, 1, -1, -1)],
+)
 def test_upfirdn2d_matches_definition(up, down, pad0, pad1):
     rng = np.random.default_rng(0)
     f1 = rng.standard_normal(4)  # asymmetric, so flipping errors show
     x = rng.standard_normal((7, 9))
-    got = upfirdn2d(torch.tensor(x, dtype=torch.float64)[None, None], torch.tensor(np.outer(f1, f1)), up=up,
-                    down=down, padding=[pad0, pad1, pad0, pad1], gain=1.5)[0, 0].numpy()
+    got = upfirdn2d(
+        torch.tensor(x, dtype=torch.float64)[None, None],
+        torch.tensor(np.outer(f1, f1)),
+        up=up,
+        down=down,
+        padding=[pad0, pad1, pad0, pad1],
+        gain=1.5,
+    )[0, 0].numpy()
     rows = np.stack([reference_upfirdn1d(r, f1, up, down, pad0, pad1) for r in x])
     want = 1.5 * np.stack([reference_upfirdn1d(c, f1, up, down, pad0, pad1) for c in rows.T]).T
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -61,7 +71,9 @@ def test_resampling_sizes_and_dc_gain():
     same = filter2d(x, f)
     assert up.shape == (2, 3, 16, 16) and down.shape == (2, 3, 4, 4) and same.shape == x.shape
     # Away from the zero-padded borders a constant stays constant (unit DC gain).
-    assert torch.allclose(up[..., 2:-2, 2:-2], torch.ones(1)) and torch.allclose(down[..., 1:-1, 1:-1], torch.ones(1))
+    assert torch.allclose(up[..., 2:-2, 2:-2], torch.ones(1)) and torch.allclose(
+        down[..., 1:-1, 1:-1], torch.ones(1)
+    )
 
 
 @pytest.mark.parametrize("up,down,k", [(1, 1, 3), (2, 1, 3), (1, 2, 3), (2, 1, 1), (1, 2, 1)])
@@ -111,7 +123,9 @@ def test_modulated_conv2d_fused_equals_nonfused_and_per_sample_reference(up):
     for n in range(3):
         wn = weight * styles[n].reshape(1, -1, 1, 1)
         wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
-        refs.append(conv2d_resample(x[n:n + 1], wn, f=f, up=up, padding=1, flip_weight=(up == 1)) + noise[n])
+        refs.append(
+            conv2d_resample(x[n : n + 1], wn, f=f, up=up, padding=1, flip_weight=(up == 1)) + noise[n]
+        )
     ref = torch.cat(refs)
     torch.testing.assert_close(a, ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(b, ref, rtol=1e-9, atol=1e-9)
@@ -134,6 +148,8 @@ def test_ops_twice_differentiable_and_vmappable():
     def single(w, xi, si):
         return fn(xi[None], w, si[None])
 
-    per_sample = torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(w.detach(), x.detach(), s.detach())
+    per_sample = torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(
+        w.detach(), x.detach(), s.detach()
+    )
     loop = torch.stack([torch.func.grad(single)(w.detach(), x[i].detach(), s[i].detach()) for i in range(2)])
     torch.testing.assert_close(per_sample, loop)

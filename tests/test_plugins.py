@@ -53,8 +53,14 @@ def make_context(options: dict) -> TrainingContext:
     """A tiny CPU context: G maps z [N, 4] to 12 values, read as images [N, 3, 2, 2]."""
     G = torch.nn.Linear(4, 12)
     return TrainingContext(
-        G=G, D=torch.nn.Linear(12, 1), G_ema=copy.deepcopy(G), augment_pipe=None, dataset=None,
-        device=torch.device("cpu"), run_dir=None, options=options,
+        G=G,
+        D=torch.nn.Linear(12, 1),
+        G_ema=copy.deepcopy(G),
+        augment_pipe=None,
+        dataset=None,
+        device=torch.device("cpu"),
+        run_dir=None,
+        options=options,
     )
 
 
@@ -260,7 +266,9 @@ def test_entry_points_take_precedence_and_ambiguity_is_an_error(monkeypatch: pyt
         importlib.metadata.EntryPoint("norm", SCALED_NORM, ENTRY_POINT_GROUP),  # seen twice: counts once
         importlib.metadata.EntryPoint("scaled_norm", f"{TEST_PKG}.ordered", ENTRY_POINT_GROUP),
     ]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [e for e in declared if e.group == group])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group: [e for e in declared if e.group == group]
+    )
     pm = create_plugin_manager(["norm", "scaled_norm"], builtin_package=TEST_PKG)
     assert pm.plugin_sources == {
         "norm": f"entry point '{SCALED_NORM}'",
@@ -273,8 +281,20 @@ def test_entry_points_take_precedence_and_ambiguity_is_an_error(monkeypatch: pyt
 
 
 def test_plugin_names_from_args() -> None:
-    args = ["--data", "x.zip", "--plugin", "spinegan", "--plugin=dp", "--gpus", "1", "--plugin", "a.b", "--",
-            "--plugin", "ignored"]
+    args = [
+        "--data",
+        "x.zip",
+        "--plugin",
+        "spinegan",
+        "--plugin=dp",
+        "--gpus",
+        "1",
+        "--plugin",
+        "a.b",
+        "--",
+        "--plugin",
+        "ignored",
+    ]
     assert plugin_names_from_args(args) == ["spinegan", "dp", "a.b"]
     assert plugin_names_from_args(["--plugin"]) == []
 
@@ -307,14 +327,33 @@ def test_third_party_plugin_installed_with_an_entry_point_is_discovered(tmp_path
     target = tmp_path / "target"
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(source)],
-        check=True, env=env, cwd=tmp_path, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     env["PYTHONPATH"] = os.pathsep.join([str(target), str(REPO)])
     done = subprocess.run(
-        [sys.executable, "-c", _DISCOVER], check=True, env=env, cwd=tmp_path, timeout=120,
-        capture_output=True, text=True,
+        [sys.executable, "-c", _DISCOVER],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        capture_output=True,
+        text=True,
     )
     found = json.loads(done.stdout)
     assert found["source"] == "entry point 'spinegan_example_plugin' of spinegan-example-plugin 0.1.0"

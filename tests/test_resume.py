@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sg2_training_support.data import REPO, TESTS_DIR, make_shapes, tiny_args
+
 from stylegan2_ada import checkpoint as checkpoint_module
 from stylegan2_ada.checkpoint import CheckpointError, load_checkpoint
 from stylegan2_ada.training import cli
@@ -37,11 +37,15 @@ def test_resumed_run_continues_exactly_like_an_uninterrupted_one(tmp_path: Path)
     # A: 8 steps in one go. B: 4 steps, then --resume latest for 4 more.
     a = cli.main(tiny_args(tmp_path / "a", data, *common, kimg=0.032, snap=100), standalone_mode=False)
     b1 = cli.main(tiny_args(tmp_path / "b", data, *common, kimg=0.016, snap=100), standalone_mode=False)
-    b2 = cli.main(tiny_args(tmp_path / "b", data, *common, "--resume", "latest", kimg=0.032, snap=100),
-                  standalone_mode=False)
+    b2 = cli.main(
+        tiny_args(tmp_path / "b", data, *common, "--resume", "latest", kimg=0.032, snap=100),
+        standalone_mode=False,
+    )
 
     assert b1.snapshots[-1].name == "network-snapshot-000000.016.safetensors"
-    assert b2.run_dir != b1.run_dir and b2.run_dir.name.startswith("00001-")  # resuming makes a new run folder
+    assert b2.run_dir != b1.run_dir and b2.run_dir.name.startswith(
+        "00001-"
+    )  # resuming makes a new run folder
     opts = json.loads((b2.run_dir / "training_options.json").read_text())
     assert opts["resumed_from"] == str(b1.snapshots[-1])
     first = stats_lines(b2.run_dir)[0]
@@ -75,8 +79,10 @@ def test_optimizer_state_is_restored_from_the_snapshot(tmp_path: Path) -> None:
     r = cli.main(tiny_args(tmp_path / "r", data, kimg=0.008, snap=100), standalone_mode=False)
     ckpt = load_checkpoint(r.snapshots[-1])
     resume = parse_resume_data(ckpt)
-    opts = cli.main(tiny_args(tmp_path / "r", data, "--resume", str(r.snapshots[-1]), "-n", kimg=0.1),
-                    standalone_mode=False)
+    opts = cli.main(
+        tiny_args(tmp_path / "r", data, "--resume", str(r.snapshots[-1]), "-n", kimg=0.1),
+        standalone_mode=False,
+    )
     G, D, _, _ = build_networks(opts, torch.device("cpu"))
     phases = build_phases(opts, G, D)
     load_optimizer_state(phases[0].opt, resume.optimizer_states["G"], "G")
@@ -93,8 +99,13 @@ def test_sigkill_then_resume_latest_loses_at_most_one_snapshot_interval(tmp_path
     data = make_shapes(tmp_path / "shapes", n=8)
     outdir = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(TESTS_DIR), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(outdir, data, kimg=10, tick=0.008, snap=1)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *tiny_args(outdir, data, kimg=10, tick=0.008, snap=1)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 240
         while len(list_snapshots(outdir)) < 3:
@@ -110,7 +121,9 @@ def test_sigkill_then_resume_latest_loses_at_most_one_snapshot_interval(tmp_path
     snap_kimg = load_checkpoint(latest).metadata["training_state"]["cur_nimg"] / 1000
     assert last_tick - snap_kimg <= 0.008 + 1e-9  # at most one snapshot interval (1 tick) lost
 
-    result = cli.main(tiny_args(outdir, data, "--resume", "latest", kimg=snap_kimg + 0.008), standalone_mode=False)
+    result = cli.main(
+        tiny_args(outdir, data, "--resume", "latest", kimg=snap_kimg + 0.008), standalone_mode=False
+    )
     assert result.run_dir != run_dir
     first = stats_lines(result.run_dir)[0]
     assert first["Progress/kimg"]["mean"] == pytest.approx(snap_kimg + 0.008)  # continues from the snapshot
@@ -120,7 +133,9 @@ def test_sigkill_then_resume_latest_loses_at_most_one_snapshot_interval(tmp_path
 
 def test_crash_while_writing_a_snapshot_leaves_the_previous_one_intact(tmp_path: Path, monkeypatch) -> None:
     data = make_shapes(tmp_path / "shapes", n=4)
-    first = cli.main(tiny_args(tmp_path / "runs", data, kimg=0.004), standalone_mode=False)  # 1 step, 1 snapshot
+    first = cli.main(
+        tiny_args(tmp_path / "runs", data, kimg=0.004), standalone_mode=False
+    )  # 1 step, 1 snapshot
     old = first.snapshots[-1]
     digest = hashlib.sha256(old.read_bytes()).hexdigest()
 
@@ -158,9 +173,35 @@ def test_resume_from_upstream_pkl_takes_the_weights(tmp_path: Path, upstream_pkl
     up = load_checkpoint(pkl)
     data = make_shapes(tmp_path / "shapes32", n=4, res=32)
     # The fixture's architecture: cbase 512, cmax 64, map 2, c_dim 2, 1 channel (z/w 64 come from the pkl).
-    args = ["--outdir", str(tmp_path / "runs"), "--data", str(data), "--cond=1", "--resume", str(pkl), "--batch", "4",
-            "--cbase", "512", "--cmax", "64", "--map-depth", "2", "--kimg", "0.004", "--glr", "1e-12",
-            "--dlr", "1e-12", "--device", "cpu", "--workers", "0", "--snap", "1"]
+    args = [
+        "--outdir",
+        str(tmp_path / "runs"),
+        "--data",
+        str(data),
+        "--cond=1",
+        "--resume",
+        str(pkl),
+        "--batch",
+        "4",
+        "--cbase",
+        "512",
+        "--cmax",
+        "64",
+        "--map-depth",
+        "2",
+        "--kimg",
+        "0.004",
+        "--glr",
+        "1e-12",
+        "--dlr",
+        "1e-12",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--snap",
+        "1",
+    ]
     result = cli.main(args, standalone_mode=False)
     opts = json.loads((result.run_dir / "training_options.json").read_text())
     assert (opts["z_dim"], opts["w_dim"], opts["ada_kimg"], opts["ema_rampup"]) == (64, 64, 100, None)
@@ -180,6 +221,8 @@ def test_resume_from_upstream_pkl_takes_the_weights(tmp_path: Path, upstream_pkl
     for k, v in result.G_ema.state_dict().items():
         if k.endswith("w_avg"):
             continue
-        expected = ema_ref[k].lerp(g_ref[k], 1 - beta) if k in params else g_ref[k]  # buffers are copied from G
+        expected = (
+            ema_ref[k].lerp(g_ref[k], 1 - beta) if k in params else g_ref[k]
+        )  # buffers are copied from G
         torch.testing.assert_close(v, expected, rtol=0, atol=1e-5, msg=f"G_ema.{k}")
     assert result.state.cur_nimg == 4  # transfer learning starts the counter at 0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from sg2_training_support.data import make_shapes, tiny_args
+
 from stylegan2_ada.checkpoint import load_checkpoint
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.plugins import create_plugin_manager
@@ -39,25 +39,54 @@ def read_stats(run_dir: Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------ end to end
 
 UPSTREAM_NAMES = [
-    "Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/scores/real", "Loss/scores/fake",
-    "Loss/signs/real", "Loss/signs/fake", "Loss/G/reg", "Loss/D/reg", "Progress/tick", "Progress/kimg",
-    "Progress/augment", "Timing/total_sec", "Timing/sec_per_tick", "Timing/sec_per_kimg", "Timing/maintenance_sec",
-    "Resources/cpu_mem_gb", "Resources/peak_mem",
+    "Loss/G/loss",
+    "Loss/D/loss",
+    "Loss/r1_penalty",
+    "Loss/pl_penalty",
+    "Loss/scores/real",
+    "Loss/scores/fake",
+    "Loss/signs/real",
+    "Loss/signs/fake",
+    "Loss/G/reg",
+    "Loss/D/reg",
+    "Progress/tick",
+    "Progress/kimg",
+    "Progress/augment",
+    "Timing/total_sec",
+    "Timing/sec_per_tick",
+    "Timing/sec_per_kimg",
+    "Timing/maintenance_sec",
+    "Resources/cpu_mem_gb",
+    "Resources/peak_mem",
 ]
 
 
 def test_tiny_conditional_run_writes_every_file(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "shapes", n=8)
     # 16 images = 4 steps of 4; tick 0 after the first step, then one every 8 images: 3 ticks, 3 snapshots.
-    result = cli.main(tiny_args(tmp_path / "runs", data, "--cond=1", "--plugin", PLUGIN, "--extra-weight", "0.2"),
-                      standalone_mode=False)
+    result = cli.main(
+        tiny_args(tmp_path / "runs", data, "--cond=1", "--plugin", PLUGIN, "--extra-weight", "0.2"),
+        standalone_mode=False,
+    )
     run_dir = result.run_dir
-    assert run_dir.parent == tmp_path / "runs" and run_dir.name == "00000-shapes-cond-auto1-kimg0.016-batch4-extra_loss"
+    assert (
+        run_dir.parent == tmp_path / "runs"
+        and run_dir.name == "00000-shapes-cond-auto1-kimg0.016-batch4-extra_loss"
+    )
     assert result.state.cur_nimg == 16 and result.state.batch_idx == 4
     names = {p.name for p in run_dir.iterdir()}
-    for f in ["reals.png", "fakes_init.png", "fakes000000.004.png", "fakes000000.012.png", "fakes000000.016.png",
-              "network-snapshot-000000.004.safetensors", "network-snapshot-000000.016.safetensors",
-              "stats.jsonl", "training_options.json", "log.txt"]:
+    for f in [
+        "reals.png",
+        "fakes_init.png",
+        "fakes000000.004.png",
+        "fakes000000.012.png",
+        "fakes000000.016.png",
+        "network-snapshot-000000.004.safetensors",
+        "network-snapshot-000000.016.safetensors",
+        "stats.jsonl",
+        "training_options.json",
+        "log.txt",
+    ]:
         assert f in names, f
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert not [n for n in names if n.endswith(".tmp")]
@@ -81,7 +110,11 @@ def test_tiny_conditional_run_writes_every_file(tmp_path: Path) -> None:
     lazy = {"Loss/r1_penalty", "Loss/pl_penalty", "Loss/G/reg", "Loss/D/reg"}  # only on ticks with a reg step
     for i, line in enumerate(stats):
         assert isinstance(line["timestamp"], float)
-        for name in UPSTREAM_NAMES + [f"Loss/{PLUGIN}/img_mean", f"Loss/{PLUGIN}/logit_square", "ExtraLoss/calls"]:
+        for name in UPSTREAM_NAMES + [
+            f"Loss/{PLUGIN}/img_mean",
+            f"Loss/{PLUGIN}/logit_square",
+            "ExtraLoss/calls",
+        ]:
             if name in lazy and i > 0:
                 continue
             assert name in line, name
@@ -107,7 +140,9 @@ def test_tiny_conditional_run_writes_every_file(tmp_path: Path) -> None:
 
 
 def tiny_options(**over):
-    raw = dict(outdir="unused", data="unused", batch=4, cbase=256, cmax=32, map_depth=2, device="cpu", cond=True)
+    raw = dict(
+        outdir="unused", data="unused", batch=4, cbase=256, cmax=32, map_depth=2, device="cpu", cond=True
+    )
     raw.update(over)
     o = resolve_options(raw, DatasetInfo("toy", 16, 1, 2, True, 16))
     o.z_dim = o.w_dim = 32
@@ -135,14 +170,30 @@ def test_plugin_loss_term_changes_gradients_by_its_own_gradient() -> None:
         o, G, D, G_ema, pipe = make_run_parts(aug="noaug")
         loss = StyleGAN2Loss(G, D, None)
         opt = torch.optim.Adam(G.parameters(), lr=0.0)
-        ctx = TrainingContext(G=G, D=D, G_ema=G_ema, augment_pipe=None, dataset=None, device=torch.device("cpu"),
-                              run_dir=None, options={**o.context_options(), "extra_weight": 0.5})
+        ctx = TrainingContext(
+            G=G,
+            D=D,
+            G_ema=G_ema,
+            augment_pipe=None,
+            dataset=None,
+            device=torch.device("cpu"),
+            run_dir=None,
+            options={**o.context_options(), "extra_weight": 0.5},
+        )
         if with_plugin:
             pm.hook.training_setup(context=ctx)
         torch.manual_seed(11)
         stats = StatsCollector()
-        run_phase(Phase("Gmain", G, opt, 1), [(real, real_c)], [(z, gen_c)], loss, ctx, pm if with_plugin else None,
-                  stats, DistInfo())
+        run_phase(
+            Phase("Gmain", G, opt, 1),
+            [(real, real_c)],
+            [(z, gen_c)],
+            loss,
+            ctx,
+            pm if with_plugin else None,
+            stats,
+            DistInfo(),
+        )
         reported = stats.reduce()
         return {k: p.grad.clone() for k, p in G.named_parameters()}, reported, ctx
 
@@ -261,13 +312,41 @@ def test_presets_follow_upstream() -> None:
     assert (p.mb, p.mbstd, p.fmaps, p.lrate, p.ema, p.map) == (16, 4, 0.5, 0.0025, 5.0, 2)
     assert p.gamma == pytest.approx(0.8192)
     o = resolve_options(dict(outdir="o", data="d"), DatasetInfo("d", 256, 1, 0, False, 10), device="cpu")
-    assert (o.batch, o.batch_gpu, o.cbase, o.cmax, o.map_depth, o.mbstd_group, o.glr) == (16, 16, 16384, 512, 2, 4, 0.0025)
+    assert (o.batch, o.batch_gpu, o.cbase, o.cmax, o.map_depth, o.mbstd_group, o.glr) == (
+        16,
+        16,
+        16384,
+        512,
+        2,
+        4,
+        0.0025,
+    )
     assert (o.ema_kimg, o.ema_rampup, o.num_fp16_res, o.conv_clamp, o.ada_kimg) == (5.0, 0.05, 4, 256, 500)
-    o = resolve_options(dict(outdir="o", data="d", cfg="paper256"), DatasetInfo("d", 256, 1, 0, False, 10), device="cpu")
-    assert (o.batch, o.batch_gpu, o.mbstd_group, o.gamma, o.ema_kimg, o.ema_rampup, o.map_depth) == (64, 8, 8, 1, 20, None, 8)
-    o = resolve_options(dict(outdir="o", data="d", cfg="cifar", cbase=1024, glr=0.001, fp32=True),
-                        DatasetInfo("d", 32, 3, 0, False, 10), device="cpu")
-    assert (o.pl_weight, o.style_mixing, o.d_architecture, o.cbase, o.glr, o.dlr) == (0, 0, "orig", 1024, 0.001, 0.0025)
+    o = resolve_options(
+        dict(outdir="o", data="d", cfg="paper256"), DatasetInfo("d", 256, 1, 0, False, 10), device="cpu"
+    )
+    assert (o.batch, o.batch_gpu, o.mbstd_group, o.gamma, o.ema_kimg, o.ema_rampup, o.map_depth) == (
+        64,
+        8,
+        8,
+        1,
+        20,
+        None,
+        8,
+    )
+    o = resolve_options(
+        dict(outdir="o", data="d", cfg="cifar", cbase=1024, glr=0.001, fp32=True),
+        DatasetInfo("d", 32, 3, 0, False, 10),
+        device="cpu",
+    )
+    assert (o.pl_weight, o.style_mixing, o.d_architecture, o.cbase, o.glr, o.dlr) == (
+        0,
+        0,
+        "orig",
+        1024,
+        0.001,
+        0.0025,
+    )
     assert (o.num_fp16_res, o.conv_clamp) == (0, None)
 
 
@@ -285,9 +364,28 @@ def test_freeze_d_turns_the_first_layers_into_buffers() -> None:
 
 def test_ada_p_rises_when_d_overfits_a_tiny_dataset(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "two", n=2)
-    result = cli.main(tiny_args(tmp_path / "runs", data, "--aug", "ada", "--ada-kimg", "0.5", "--target", "0.3",
-                                "--dlr", "0.01", "--glr", "0.0005", "--gamma", "0", kimg=0.16, tick=0.04, snap=100),
-                      standalone_mode=False)
+    result = cli.main(
+        tiny_args(
+            tmp_path / "runs",
+            data,
+            "--aug",
+            "ada",
+            "--ada-kimg",
+            "0.5",
+            "--target",
+            "0.3",
+            "--dlr",
+            "0.01",
+            "--glr",
+            "0.0005",
+            "--gamma",
+            "0",
+            kimg=0.16,
+            tick=0.04,
+            snap=100,
+        ),
+        standalone_mode=False,
+    )
     stats = read_stats(result.run_dir)
     p = [s["Progress/augment"]["mean"] for s in stats]
     signs = [s["Loss/signs/real"]["mean"] for s in stats]

@@ -18,7 +18,8 @@ A ``--data`` path that is not a DICOM folder is left to the core (the plugin ret
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import click
 

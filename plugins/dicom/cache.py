@@ -15,12 +15,18 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from data_processing.convert import ConvertConfig, ConvertSummary, convert_folder, list_inputs
 from data_processing.render import RENDER_VERSION, RenderOptions
 
-__all__ = ["COMPLETE_MARKER", "NoImagesConvertedError", "cache_key", "ensure_converted", "looks_like_dicom_folder"]
+__all__ = [
+    "COMPLETE_MARKER",
+    "NoImagesConvertedError",
+    "cache_key",
+    "ensure_converted",
+    "looks_like_dicom_folder",
+]
 
 COMPLETE_MARKER = "COMPLETE"
 _SNIFF_LIMIT = 64  # files examined when deciding whether a folder holds DICOM files

@@ -20,8 +20,15 @@ import torch.nn.functional as F
 from stylegan2_ada.ops.upfirdn2d import FilterLike, _parse_padding, filter_size, upfirdn2d
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, stride: int = 1, padding: int | tuple[int, int] = 0, groups: int = 1,
-          flip_weight: bool = True, bias: torch.Tensor | None = None) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    groups: int = 1,
+    flip_weight: bool = True,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     if not flip_weight and w.shape[-1] * w.shape[-2] > 1:
         w = w.flip([2, 3])
     return F.conv2d(x, w, bias, stride=stride, padding=padding, groups=groups)
@@ -57,7 +64,12 @@ def conv2d_resample(
     px0, px1, py0, py1 = _parse_padding(padding)
 
     if down > 1:
-        pad = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2]
+        pad = [
+            px0 + (fw - down + 1) // 2,
+            px1 + (fw - down) // 2,
+            py0 + (fh - down + 1) // 2,
+            py1 + (fh - down) // 2,
+        ]
         if kw == 1 and kh == 1:
             x = upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
             return _conv(x, w, groups=groups, flip_weight=flip_weight, bias=bias)

@@ -62,7 +62,9 @@ def modulated_conv2d(
 
     # Keep float16 activations in range: pre-normalise by the infinity norms (cancels under demodulation).
     if x.dtype == torch.float16 and demodulate:
-        weight = weight * (1 / (in_ch * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        weight = weight * (
+            1 / (in_ch * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
     dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, O]
@@ -79,8 +81,15 @@ def modulated_conv2d(
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)  # [N, I, H, W]
-        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
-                            flip_weight=flip_weight)  # [N, O, H', W']
+        x = conv2d_resample(
+            x,
+            weight.to(x.dtype),
+            f=resample_filter,
+            up=up,
+            down=down,
+            padding=padding,
+            flip_weight=flip_weight,
+        )  # [N, O, H', W']
         if dcoefs is not None:
             scale = (dcoefs * gain).to(x.dtype).reshape(n, -1, 1, 1)
             return torch.addcmul(shift, x, scale) if shift is not None else x * scale
@@ -91,8 +100,16 @@ def modulated_conv2d(
             w = w * dcoefs.reshape(n, -1, 1, 1, 1)
         x = x.reshape(1, -1, *x.shape[2:])
         w = w.reshape(-1, in_ch, kh, kw)
-        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=n,
-                            flip_weight=flip_weight)
+        x = conv2d_resample(
+            x,
+            w.to(x.dtype),
+            f=resample_filter,
+            up=up,
+            down=down,
+            padding=padding,
+            groups=n,
+            flip_weight=flip_weight,
+        )
         x = x.reshape(n, -1, *x.shape[2:])
     if gain != 1:
         x = x * gain

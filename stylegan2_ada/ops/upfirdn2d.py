@@ -17,12 +17,12 @@ separable tap sums over strided views.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 
 FilterLike = Union[torch.Tensor, None]
 
@@ -140,13 +140,24 @@ def upfirdn2d(
         x = F.pad(x, [px0, px1, py0, py1])  # negative values crop
         conv_padding = (0, 0)
     if x.shape[2] < fh or x.shape[3] < fw:
-        raise ValueError(f"upfirdn2d: the padded input {tuple(x.shape[2:])} is smaller than the filter {(fh, fw)}")
-    return F.conv2d(x, w[None, None].expand(channels, 1, fh, fw), stride=(down_y, down_x), padding=conv_padding,
-                    groups=channels)
+        raise ValueError(
+            f"upfirdn2d: the padded input {tuple(x.shape[2:])} is smaller than the filter {(fh, fw)}"
+        )
+    return F.conv2d(
+        x,
+        w[None, None].expand(channels, 1, fh, fw),
+        stride=(down_y, down_x),
+        padding=conv_padding,
+        groups=channels,
+    )
 
 
 def filter2d(
-    x: torch.Tensor, f: FilterLike, padding: int | Sequence[int] = 0, flip_filter: bool = False, gain: float = 1.0
+    x: torch.Tensor,
+    f: FilterLike,
+    padding: int | Sequence[int] = 0,
+    flip_filter: bool = False,
+    gain: float = 1.0,
 ) -> torch.Tensor:
     """Filter without resampling; by default the output has the input's size ("same" padding)."""
     fw, fh = filter_size(f)

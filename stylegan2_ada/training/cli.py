@@ -8,72 +8,153 @@ reported as a usage error (exit status 2) naming the option.
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from stylegan2_ada.training.options import (
-    AUG_MODES, AUGPIPES, CFG_NAMES, CLI_DEFAULTS, DEVICES, DatasetInfo, OptionsError, ResumeInfo, TrainingOptions,
-    check_cli, resolve_device, resolve_options,
+    AUG_MODES,
+    AUGPIPES,
+    CFG_NAMES,
+    CLI_DEFAULTS,
+    DEVICES,
+    DatasetInfo,
+    OptionsError,
+    ResumeInfo,
+    TrainingOptions,
+    check_cli,
+    resolve_device,
+    resolve_options,
 )
 
 
 def _bool_opt(*decls: str, help: str) -> click.Option:
     """A boolean option usable both as ``--flag`` and upstream's ``--flag=1`` / ``--flag=0``."""
-    return click.Option(list(decls), type=bool, is_flag=False, flag_value=True, default=False, show_default=True,
-                        help=help)
+    return click.Option(
+        list(decls), type=bool, is_flag=False, flag_value=True, default=False, show_default=True, help=help
+    )
 
 
 def core_options() -> list[click.Option]:
     """The core options of ``train.py`` (names match :data:`.options.CLI_DEFAULTS`)."""
-    O = click.Option
+    Opt = click.Option
     return [
-        O(["--outdir"], required=True, metavar="DIR", help="Where to make the run folder NNNNN-<desc>."),
-        O(["--data"], required=True, metavar="PATH", help="Training data: an image folder or zip (or what a plugin reads)."),
+        Opt(["--outdir"], required=True, metavar="DIR", help="Where to make the run folder NNNNN-<desc>."),
+        Opt(
+            ["--data"],
+            required=True,
+            metavar="PATH",
+            help="Training data: an image folder or zip (or what a plugin reads).",
+        ),
         _bool_opt("--cond", help="Train a conditional model (labels from dataset.json)."),
-        O(["--gpus"], type=int, default=1, show_default=True,
-          help="Number of processes (GPUs, or CPU processes with --device cpu); >1 needs torchrun."),
-        O(["--batch"], type=int, help="Total batch size [default: preset]."),
-        O(["--batch-gpu"], type=int, help="Batch per process per step; gradients accumulate over "
-                                          "batch/(batch-gpu*gpus) rounds [default: preset]."),
-        O(["--kimg"], type=float, help="Training length in thousands of real images [default: preset]."),
-        O(["--snap"], type=int, default=CLI_DEFAULTS["snap"], show_default=True,
-          help="Image grid and snapshot interval, in ticks."),
-        O(["--tick"], type=float, default=CLI_DEFAULTS["tick"], show_default=True,
-          help="Progress interval, in kimg (may be below 1 for tiny runs)."),
-        O(["--cfg"], type=click.Choice(CFG_NAMES), default="auto", show_default=True, help="Base configuration."),
-        O(["--gamma"], type=float, help="R1 regularisation weight [default: preset]."),
-        O(["--cbase"], type=int, help="Capacity multiplier (channel_base) [default: preset]."),
-        O(["--cmax"], type=int, help="Maximum feature maps [default: 512]."),
-        O(["--map-depth"], type=int, help="Mapping network depth [default: preset]."),
-        O(["--glr"], type=float, help="G learning rate [default: preset]."),
-        O(["--dlr"], type=float, help="D learning rate [default: preset]."),
-        O(["--mbstd-group"], type=int, help="Minibatch std group size [default: preset]."),
-        O(["--aug"], type=click.Choice(AUG_MODES), default="ada", show_default=True, help="Augmentation mode."),
-        O(["--p"], type=float, help="Augmentation probability for --aug=fixed."),
-        O(["--target"], type=float, help="ADA target value for --aug=ada [default: 0.6]."),
-        O(["--augpipe"], type=click.Choice(AUGPIPES), default="bgc", show_default=True, help="Augmentation pipeline."),
-        O(["--ada-kimg"], type=float, help="ADA speed: kimg for p to move by 1 [default: 500; 100 when "
-                                           "resuming from an upstream .pkl]."),
+        Opt(
+            ["--gpus"],
+            type=int,
+            default=1,
+            show_default=True,
+            help="Number of processes (GPUs, or CPU processes with --device cpu); >1 needs torchrun.",
+        ),
+        Opt(["--batch"], type=int, help="Total batch size [default: preset]."),
+        Opt(
+            ["--batch-gpu"],
+            type=int,
+            help="Batch per process per step; gradients accumulate over "
+            "batch/(batch-gpu*gpus) rounds [default: preset].",
+        ),
+        Opt(["--kimg"], type=float, help="Training length in thousands of real images [default: preset]."),
+        Opt(
+            ["--snap"],
+            type=int,
+            default=CLI_DEFAULTS["snap"],
+            show_default=True,
+            help="Image grid and snapshot interval, in ticks.",
+        ),
+        Opt(
+            ["--tick"],
+            type=float,
+            default=CLI_DEFAULTS["tick"],
+            show_default=True,
+            help="Progress interval, in kimg (may be below 1 for tiny runs).",
+        ),
+        Opt(
+            ["--cfg"],
+            type=click.Choice(CFG_NAMES),
+            default="auto",
+            show_default=True,
+            help="Base configuration.",
+        ),
+        Opt(["--gamma"], type=float, help="R1 regularisation weight [default: preset]."),
+        Opt(["--cbase"], type=int, help="Capacity multiplier (channel_base) [default: preset]."),
+        Opt(["--cmax"], type=int, help="Maximum feature maps [default: 512]."),
+        Opt(["--map-depth"], type=int, help="Mapping network depth [default: preset]."),
+        Opt(["--glr"], type=float, help="G learning rate [default: preset]."),
+        Opt(["--dlr"], type=float, help="D learning rate [default: preset]."),
+        Opt(["--mbstd-group"], type=int, help="Minibatch std group size [default: preset]."),
+        Opt(
+            ["--aug"],
+            type=click.Choice(AUG_MODES),
+            default="ada",
+            show_default=True,
+            help="Augmentation mode.",
+        ),
+        Opt(["--p"], type=float, help="Augmentation probability for --aug=fixed."),
+        Opt(["--target"], type=float, help="ADA target value for --aug=ada [default: 0.6]."),
+        Opt(
+            ["--augpipe"],
+            type=click.Choice(AUGPIPES),
+            default="bgc",
+            show_default=True,
+            help="Augmentation pipeline.",
+        ),
+        Opt(
+            ["--ada-kimg"],
+            type=float,
+            help="ADA speed: kimg for p to move by 1 [default: 500; 100 when "
+            "resuming from an upstream .pkl].",
+        ),
         _bool_opt("--mirror", help="Enable dataset x-flips."),
-        O(["--subset"], type=int, help="Train with only N images [default: all]."),
-        O(["--resume"], metavar="PATH|latest", help="Resume from a snapshot, an upstream .pkl, or 'latest' "
-                                                     "(newest snapshot under --outdir)."),
-        O(["--freezed"], type=int, default=0, show_default=True, help="Freeze-D: number of D layers to freeze."),
+        Opt(["--subset"], type=int, help="Train with only N images [default: all]."),
+        Opt(
+            ["--resume"],
+            metavar="PATH|latest",
+            help="Resume from a snapshot, an upstream .pkl, or 'latest' (newest snapshot under --outdir).",
+        ),
+        Opt(
+            ["--freezed"],
+            type=int,
+            default=0,
+            show_default=True,
+            help="Freeze-D: number of D layers to freeze.",
+        ),
         _bool_opt("--fp32", help="Disable mixed precision (fp16 only ever runs on CUDA)."),
-        O(["--metrics"], default="none", show_default=True, help="Quality metrics: only `none` (not implemented yet)."),
-        O(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
-        O(["--workers"], type=int, default=None,
-          help="DataLoader worker processes [default: 3, at most the CPUs this process may use]."),
-        O(["--device"], type=click.Choice(DEVICES), help="Device [default: cuda when available, else cpu]."),
-        O(["--plugin"], multiple=True, metavar="NAME", help="Enable a plugin (repeatable): built-in name, "
-                                                            "entry point name or dotted module path."),
-        O(["--desc"], help="String appended to the run folder name."),
-        O(["-n", "--dry-run"], is_flag=True, help="Print the resolved options as JSON and exit."),
+        Opt(
+            ["--metrics"],
+            default="none",
+            show_default=True,
+            help="Quality metrics: only `none` (not implemented yet).",
+        ),
+        Opt(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
+        Opt(
+            ["--workers"],
+            type=int,
+            default=None,
+            help="DataLoader worker processes [default: 3, at most the CPUs this process may use].",
+        ),
+        Opt(
+            ["--device"], type=click.Choice(DEVICES), help="Device [default: cuda when available, else cpu]."
+        ),
+        Opt(
+            ["--plugin"],
+            multiple=True,
+            metavar="NAME",
+            help="Enable a plugin (repeatable): built-in name, entry point name or dotted module path.",
+        ),
+        Opt(["--desc"], help="String appended to the run folder name."),
+        Opt(["-n", "--dry-run"], is_flag=True, help="Print the resolved options as JSON and exit."),
     ]
 
 
@@ -82,9 +163,17 @@ def dataset_info(ds: Any) -> DatasetInfo:
     res = int(ds.resolution)
     shape = getattr(ds, "image_shape", None)
     if shape is not None and (int(shape[1]) != res or int(shape[2]) != res):
-        raise OptionsError(f"images of {getattr(ds, 'name', '?')} are {shape[2]}x{shape[1]}; square images are needed")
-    return DatasetInfo(name=str(getattr(ds, "name", "dataset")), resolution=res, num_channels=int(ds.num_channels),
-                       label_dim=int(ds.label_dim), has_labels=bool(ds.has_labels), size=len(ds))
+        raise OptionsError(
+            f"images of {getattr(ds, 'name', '?')} are {shape[2]}x{shape[1]}; square images are needed"
+        )
+    return DatasetInfo(
+        name=str(getattr(ds, "name", "dataset")),
+        resolution=res,
+        num_channels=int(ds.num_channels),
+        label_dim=int(ds.label_dim),
+        has_labels=bool(ds.has_labels),
+        size=len(ds),
+    )
 
 
 def resume_info(ckpt: Any) -> ResumeInfo:
@@ -95,9 +184,16 @@ def resume_info(ckpt: Any) -> ResumeInfo:
     if G is None:
         raise ResumeError(f"--resume {ckpt.path}: the file holds no generator (G or G_ema)")
     cur_nimg = int(ckpt.metadata["training_state"]["cur_nimg"]) if is_training_snapshot(ckpt) else 0
-    return ResumeInfo(path=ckpt.path, format="snapshot" if is_training_snapshot(ckpt) else "weights",
-                      resolution=int(G.img_resolution), img_channels=int(G.img_channels), c_dim=int(G.c_dim),
-                      cur_nimg=cur_nimg, z_dim=int(G.z_dim), w_dim=int(G.w_dim))
+    return ResumeInfo(
+        path=ckpt.path,
+        format="snapshot" if is_training_snapshot(ckpt) else "weights",
+        resolution=int(G.img_resolution),
+        img_channels=int(G.img_channels),
+        c_dim=int(G.c_dim),
+        cur_nimg=cur_nimg,
+        z_dim=int(G.z_dim),
+        w_dim=int(G.w_dim),
+    )
 
 
 def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[TrainingOptions, Any, Any]:
@@ -106,8 +202,8 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     Raises ``click.UsageError`` for anything invalid.
     """
     from stylegan2_ada.dataset import DatasetError
-    from stylegan2_ada.training.data import open_training_dataset
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
+    from stylegan2_ada.training.data import open_training_dataset
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
 
@@ -120,20 +216,35 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             pm.hook.validate_options(options=dict(raw))
         if core["data"] == DEMO_NAME and not os.path.exists(DEMO_NAME):
             # The embedded default data set (stylegan2_ada/demo_data.py), generated once under --outdir.
-            core["data"] = raw["data"] = str(make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME)))
+            core["data"] = raw["data"] = str(
+                make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME))
+            )
         ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core.get("resume") else None
         rinfo = resume_info(ckpt) if ckpt is not None else None
         use_labels = bool(core.get("cond"))
         try:
-            ds = open_training_dataset(core["data"], cond=use_labels, mirror=bool(core.get("mirror")),
-                                       subset=core.get("subset"), seed=int(core.get("seed") or 0),
-                                       outdir=core["outdir"], pm=pm, options=raw)
+            ds = open_training_dataset(
+                core["data"],
+                cond=use_labels,
+                mirror=bool(core.get("mirror")),
+                subset=core.get("subset"),
+                seed=int(core.get("seed") or 0),
+                outdir=core["outdir"],
+                pm=pm,
+                options=raw,
+            )
         except DatasetError as exc:
             if use_labels and "dataset.json" in str(exc):
                 raise OptionsError(f"--cond needs labels: {exc}") from exc
             raise
-        opts = resolve_options(core, dataset_info(ds), resume=rinfo, world_size=dist_info_from_env().world_size,
-                               device=device, plugin_options=plugin_opts)
+        opts = resolve_options(
+            core,
+            dataset_info(ds),
+            resume=rinfo,
+            world_size=dist_info_from_env().world_size,
+            device=device,
+            plugin_options=plugin_opts,
+        )
         opts.plugins = list(plugin_names)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -157,8 +268,12 @@ def build_command(pm: Any, plugin_names: Sequence[str]) -> click.Command:
 
         return training_loop(opts, pm=pm, dataset=ds, resume_ckpt=ckpt)
 
-    return click.Command("train.py", params=params, callback=callback,
-                         help="Train a (conditional) StyleGAN2-ADA. See docs/training.md.")
+    return click.Command(
+        "train.py",
+        params=params,
+        callback=callback,
+        help="Train a (conditional) StyleGAN2-ADA. See docs/training.md.",
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, standalone_mode: bool = True) -> Any:

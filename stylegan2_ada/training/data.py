@@ -4,14 +4,24 @@ label tables."""
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def open_training_dataset(data: str, *, cond: bool, mirror: bool, subset: int | None, seed: int, outdir: str,
-                          pm: Any = None, options: Mapping[str, Any] | None = None) -> Any:
+def open_training_dataset(
+    data: str,
+    *,
+    cond: bool,
+    mirror: bool,
+    subset: int | None,
+    seed: int,
+    outdir: str,
+    pm: Any = None,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
     """The dataset a run trains on: the first plugin ``dataset_readers`` result (plugins get
     ``OUTDIR/.cache`` for their caches), else the core's image folder / zip reader.
 
@@ -20,7 +30,9 @@ def open_training_dataset(data: str, *, cond: bool, mirror: bool, subset: int | 
     from stylegan2_ada.dataset import open_image_dataset
 
     if pm is not None:
-        ds = pm.hook.dataset_readers(path=data, options=dict(options or {}), cache_dir=os.path.join(outdir, ".cache"))
+        ds = pm.hook.dataset_readers(
+            path=data, options=dict(options or {}), cache_dir=os.path.join(outdir, ".cache")
+        )
         if ds is not None:
             return ds
     return open_image_dataset(data, use_labels=cond, xflip=mirror, max_size=subset, random_seed=seed)
@@ -35,8 +47,15 @@ class InfiniteSampler(torch.utils.data.Sampler):
     run continues exactly where the snapshot left off.
     """
 
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, shuffle: bool = True, seed: int = 0,
-                 start: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         if size <= 0:
             raise ValueError("cannot sample from an empty dataset")
         if not 0 <= rank < world_size:
@@ -61,8 +80,9 @@ class InfiniteSampler(torch.utils.data.Sampler):
             i += 1
 
 
-def make_loader(dataset: Any, sampler: InfiniteSampler, batch_gpu: int, workers: int, pin_memory: bool,
-                seed: int) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: Any, sampler: InfiniteSampler, batch_gpu: int, workers: int, pin_memory: bool, seed: int
+) -> torch.utils.data.DataLoader:
     """DataLoader of (uint8 images [batch_gpu, C, H, W], float32 labels [batch_gpu, c_dim]) batches.
 
     Uses its own ``torch.Generator`` so that creating the loader does not consume the global RNG.
@@ -71,8 +91,13 @@ def make_loader(dataset: Any, sampler: InfiniteSampler, batch_gpu: int, workers:
     if workers > 0:
         kwargs.update(prefetch_factor=2, persistent_workers=True)
     return torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=batch_gpu, num_workers=workers, pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed), **kwargs,
+        dataset,
+        sampler=sampler,
+        batch_size=batch_gpu,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
     )
 
 

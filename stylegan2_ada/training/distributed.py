@@ -11,8 +11,8 @@ sync; this also works with the double backward of R1 and path-length regularisat
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 import torch.distributed as tdist
@@ -52,7 +52,9 @@ def init_distributed(info: DistInfo, device_type: str) -> None:
     kwargs = {}
     if device_type == "cuda":
         kwargs["device_id"] = torch.device("cuda", info.local_rank)
-    tdist.init_process_group(backend=backend, init_method="env://", rank=info.rank, world_size=info.world_size, **kwargs)
+    tdist.init_process_group(
+        backend=backend, init_method="env://", rank=info.rank, world_size=info.world_size, **kwargs
+    )
 
 
 def shutdown_distributed(info: DistInfo) -> None:

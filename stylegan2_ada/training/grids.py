@@ -8,7 +8,8 @@ runs each row holds one class (classes cycle over the rows, in label order).
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,9 @@ def _label_key(label: np.ndarray) -> tuple[float, ...]:
     return tuple(float(x) for x in np.asarray(label).reshape(-1))
 
 
-def select_grid(dataset: Any, labels: np.ndarray | None, resolution: int, seed: int = 0) -> tuple[tuple[int, int], list[int], np.ndarray]:
+def select_grid(
+    dataset: Any, labels: np.ndarray | None, resolution: int, seed: int = 0
+) -> tuple[tuple[int, int], list[int], np.ndarray]:
     """Choose the real images of the grid.
 
     Args:
@@ -79,7 +82,9 @@ def select_grid(dataset: Any, labels: np.ndarray | None, resolution: int, seed: 
     return (gw, gh), idx, grid_labels
 
 
-def images_to_grid(images: np.ndarray | torch.Tensor, grid_size: tuple[int, int], drange: Sequence[float] = (-1, 1)) -> np.ndarray:
+def images_to_grid(
+    images: np.ndarray | torch.Tensor, grid_size: tuple[int, int], drange: Sequence[float] = (-1, 1)
+) -> np.ndarray:
     """[N = gw*gh, C, H, W] float in ``drange`` -> uint8 [gh*H, gw*W] (C=1) or [gh*H, gw*W, C] (C=3)."""
     if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu().numpy()
@@ -98,8 +103,12 @@ def images_to_grid(images: np.ndarray | torch.Tensor, grid_size: tuple[int, int]
     raise ValueError(f"cannot save a grid of {c}-channel images (need 1 or 3)")
 
 
-def save_image_grid(images: np.ndarray | torch.Tensor, path: str | os.PathLike[str], grid_size: tuple[int, int],
-                    drange: Sequence[float] = (-1, 1)) -> None:
+def save_image_grid(
+    images: np.ndarray | torch.Tensor,
+    path: str | os.PathLike[str],
+    grid_size: tuple[int, int],
+    drange: Sequence[float] = (-1, 1),
+) -> None:
     """Save [gw*gh, C, H, W] images in ``drange`` as one PNG (``L`` for 1 channel, ``RGB`` for 3), atomically."""
     arr = images_to_grid(images, grid_size, drange)
     pil = Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB")

@@ -39,7 +39,7 @@ class LogTee:
         self._file: TextIO | None = None
         self._saved: tuple[TextIO, TextIO] | None = None
 
-    def __enter__(self) -> "LogTee":
+    def __enter__(self) -> LogTee:
         self._file = open(self.path, "a", encoding="utf-8")
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout = _TeeStream(sys.stdout, self._file)  # type: ignore[assignment]

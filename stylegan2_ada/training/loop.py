@@ -15,28 +15,41 @@ import copy
 import random
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from stylegan2_ada.atomic import write_json_atomic
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.training import distributed as dist
 from stylegan2_ada.training.context import TrainingContext
 from stylegan2_ada.training.data import (
-    InfiniteSampler, images_to_float, label_table, make_loader, open_training_dataset,
+    InfiniteSampler,
+    images_to_float,
+    label_table,
+    make_loader,
+    open_training_dataset,
 )
 from stylegan2_ada.training.ema import ema_beta, update_ema
 from stylegan2_ada.training.grids import generate_grid_images, real_grid_images, save_image_grid, select_grid
-from stylegan2_ada.atomic import write_json_atomic
 from stylegan2_ada.training.logfile import LogTee
 from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
 from stylegan2_ada.training.snapshots import (
-    ResumeData, TrainingState, capture_rng, copy_weights, is_training_snapshot, load_optimizer_state,
-    parse_resume_data, restore_rng, save_snapshot, snapshot_path,
+    ResumeData,
+    TrainingState,
+    capture_rng,
+    copy_weights,
+    is_training_snapshot,
+    load_optimizer_state,
+    parse_resume_data,
+    restore_rng,
+    save_snapshot,
+    snapshot_path,
 )
 from stylegan2_ada.training.stats import StatsCollector, StatsWriter, cpu_memory_gb, scalar_stat
 
@@ -94,11 +107,21 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def open_dataset(o: TrainingOptions, pm: Any = None) -> Any:
     """The run's dataset from its resolved options (see :func:`.data.open_training_dataset`)."""
-    return open_training_dataset(o.data, cond=o.cond, mirror=o.mirror, subset=o.subset, seed=o.seed,
-                                 outdir=o.outdir, pm=pm, options=o.context_options())
+    return open_training_dataset(
+        o.data,
+        cond=o.cond,
+        mirror=o.mirror,
+        subset=o.subset,
+        seed=o.seed,
+        outdir=o.outdir,
+        pm=pm,
+        options=o.context_options(),
+    )
 
 
-def build_networks(o: TrainingOptions, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module | None]:
+def build_networks(
+    o: TrainingOptions, device: torch.device
+) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module | None]:
     """(G, D, G_ema, augment_pipe or None) from the options, on ``device``, with ``requires_grad`` off."""
     from stylegan2_ada.augment import AUGPIPE_SPECS, AugmentPipe
     from stylegan2_ada.networks import Discriminator, Generator
@@ -134,8 +157,15 @@ def build_phases(o: TrainingOptions, G: nn.Module, D: nn.Module) -> list[Phase]:
     return phases
 
 
-def restore_from_checkpoint(ckpt: Any, o: TrainingOptions, G: nn.Module, D: nn.Module, G_ema: nn.Module,
-                            pipe: nn.Module | None, say: Any) -> ResumeData | None:
+def restore_from_checkpoint(
+    ckpt: Any,
+    o: TrainingOptions,
+    G: nn.Module,
+    D: nn.Module,
+    G_ema: nn.Module,
+    pipe: nn.Module | None,
+    say: Any,
+) -> ResumeData | None:
     """Copy a checkpoint's weights into the new networks.
 
     A native training snapshot continues the run (strict: same architecture; returns its
@@ -154,11 +184,16 @@ def restore_from_checkpoint(ckpt: Any, o: TrainingOptions, G: nn.Module, D: nn.M
             say(f"Resume: {ckpt.path} has no {name}; it starts from random weights")
             continue
         copied, skipped = copy_weights(nets[name], dst, strict=False, where=f"{ckpt.path}: {name}")
-        say(f"Resume (weights only): {name}: copied {copied} tensors" + (f", skipped {len(skipped)}: {skipped[:3]}" if skipped else ""))
+        say(
+            f"Resume (weights only): {name}: copied {copied} tensors"
+            + (f", skipped {len(skipped)}: {skipped[:3]}" if skipped else "")
+        )
     return None
 
 
-def fetch_reals(data_iter: Iterator[Any], rounds: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def fetch_reals(
+    data_iter: Iterator[Any], rounds: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``rounds`` minibatches of (images [B, C, H, W] float in [-1, 1], labels [B, c_dim]) on ``device``."""
     out = []
     for _ in range(rounds):
@@ -167,8 +202,14 @@ def fetch_reals(data_iter: Iterator[Any], rounds: int, device: torch.device) -> 
     return out
 
 
-def draw_latents(rounds: int, batch_gpu: int, z_dim: int, labels: np.ndarray, rng: np.random.Generator,
-                 device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def draw_latents(
+    rounds: int,
+    batch_gpu: int,
+    z_dim: int,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``rounds`` pairs (z [B, z_dim] ~ N(0, 1), c [B, c_dim] drawn from the training labels)."""
     out = []
     for _ in range(rounds):
@@ -183,8 +224,9 @@ def draw_latents(rounds: int, batch_gpu: int, z_dim: int, labels: np.ndarray, rn
 
 
 @torch.no_grad()
-def reduce_and_guard_gradients(module: nn.Module, info: dist.DistInfo, stats: StatsCollector,
-                               flat_buffer: bool | None = None) -> None:
+def reduce_and_guard_gradients(
+    module: nn.Module, info: dist.DistInfo, stats: StatsCollector, flat_buffer: bool | None = None
+) -> None:
     """Average ``module``'s gradients across ranks and replace NaN by 0 and +-inf by +-1e5 (counted in
     ``Progress/nonfinite_grads``).
 
@@ -215,9 +257,16 @@ def reduce_and_guard_gradients(module: nn.Module, info: dist.DistInfo, stats: St
     stats.report("Progress/nonfinite_grads", count)
 
 
-def run_phase(phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]], gens: list[tuple[torch.Tensor, torch.Tensor]],
-              loss: StyleGAN2Loss, ctx: TrainingContext, pm: Any, stats: StatsCollector,
-              info: dist.DistInfo) -> torch.Tensor:
+def run_phase(
+    phase: Phase,
+    reals: list[tuple[torch.Tensor, torch.Tensor]],
+    gens: list[tuple[torch.Tensor, torch.Tensor]],
+    loss: StyleGAN2Loss,
+    ctx: TrainingContext,
+    pm: Any,
+    stats: StatsCollector,
+    info: dist.DistInfo,
+) -> torch.Tensor:
     """One phase over all accumulation rounds, then the optimizer step.
 
     Each round's loss is ``(core loss + plugin terms) * interval / rounds``: the reg phases carry their
@@ -280,6 +329,7 @@ def _fmt_time(seconds: float) -> str:
 
 def progress_line(stats: dict[str, dict[str, float]]) -> str:
     """The human-readable line printed each tick."""
+
     def m(name: str, fmt: str = "{:.3f}") -> str:
         return fmt.format(stats[name]["mean"]) if name in stats else "-"
 
@@ -299,12 +349,17 @@ def progress_line(stats: dict[str, dict[str, float]]) -> str:
         f"peak {m('Resources/peak_mem', '{:.2f}')}GB",
     ]
     extra = []
-    for k, v in stats.items():  # plugin loss terms: Loss/<plugin>/<term>, shown as <last part of plugin>/<term>
+    for (
+        k,
+        v,
+    ) in stats.items():  # plugin loss terms: Loss/<plugin>/<term>, shown as <last part of plugin>/<term>
         name = k.split("/")
         if name[0] == "Loss" and len(name) == 3 and name[1] not in ("G", "D", "scores", "signs"):
             extra.append(f"{name[1].rsplit('.', 1)[-1]}/{name[2]} {v['mean']:.4g}")
     if stats.get("Progress/nonfinite_grads", {}).get("mean", 0) > 0:
-        extra.append(f"nonfinite_grads {stats['Progress/nonfinite_grads']['mean'] * stats['Progress/nonfinite_grads']['num']:.0f}")
+        extra.append(
+            f"nonfinite_grads {stats['Progress/nonfinite_grads']['mean'] * stats['Progress/nonfinite_grads']['num']:.0f}"
+        )
     return "  ".join(parts + extra)
 
 
@@ -345,8 +400,14 @@ class Run:
     last_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def training_loop(o: TrainingOptions, *, pm: Any = None, dataset: Any = None, resume_ckpt: Any = None,
-                  stop_after_steps: int | None = None) -> TrainingResult:
+def training_loop(
+    o: TrainingOptions,
+    *,
+    pm: Any = None,
+    dataset: Any = None,
+    resume_ckpt: Any = None,
+    stop_after_steps: int | None = None,
+) -> TrainingResult:
     """Train according to ``o`` (see :mod:`.options`); returns the final state and networks.
 
     Args:
@@ -372,8 +433,16 @@ def training_loop(o: TrainingOptions, *, pm: Any = None, dataset: Any = None, re
         writer = run.writer
         main_loop(run, stop_after_steps)
         run.say("Exiting...")
-        return TrainingResult(run_dir=run.run_dir, state=run.state, G=run.G, D=run.D, G_ema=run.G_ema,
-                              augment_pipe=run.pipe, snapshots=run.snapshots, last_stats=run.last_stats)
+        return TrainingResult(
+            run_dir=run.run_dir,
+            state=run.state,
+            G=run.G,
+            D=run.D,
+            G_ema=run.G_ema,
+            augment_pipe=run.pipe,
+            snapshots=run.snapshots,
+            last_stats=run.last_stats,
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -382,8 +451,16 @@ def training_loop(o: TrainingOptions, *, pm: Any = None, dataset: Any = None, re
         dist.shutdown_distributed(info)
 
 
-def setup_run(o: TrainingOptions, info: dist.DistInfo, device: torch.device, run_dir: Path | None, *, pm: Any,
-              dataset: Any, resume_ckpt: Any) -> Run:
+def setup_run(
+    o: TrainingOptions,
+    info: dist.DistInfo,
+    device: torch.device,
+    run_dir: Path | None,
+    *,
+    pm: Any,
+    dataset: Any,
+    resume_ckpt: Any,
+) -> Run:
     """Data, networks, optimizers, resume, loader, plugins and the initial image grids."""
     from stylegan2_ada.augment import AdaController
     from stylegan2_ada.plugins import restore_plugin_states
@@ -394,16 +471,26 @@ def setup_run(o: TrainingOptions, info: dist.DistInfo, device: torch.device, run
     resumed_from = resume_ckpt.path if resume_ckpt is not None else None
     if run_dir is not None:
         say(f"Run directory: {run_dir}")
-        write_json_atomic(run_dir / "training_options.json", {
-            **o.to_dict(), "run_dir": str(run_dir), "world_size": info.world_size, "resumed_from": resumed_from,
-            "G_kwargs": o.generator_kwargs(), "D_kwargs": o.discriminator_kwargs()})
+        write_json_atomic(
+            run_dir / "training_options.json",
+            {
+                **o.to_dict(),
+                "run_dir": str(run_dir),
+                "world_size": info.world_size,
+                "resumed_from": resumed_from,
+                "G_kwargs": o.generator_kwargs(),
+                "D_kwargs": o.discriminator_kwargs(),
+            },
+        )
 
     # Data.
     if dataset is None:
         dataset = open_dataset(o, pm)
     labels = label_table(dataset, o.c_dim)  # [n, c_dim]
-    say(f"Dataset {getattr(dataset, 'name', o.data)!r}: {len(dataset)} items, "
-        f"[{o.img_channels}, {o.resolution}, {o.resolution}], c_dim {o.c_dim}")
+    say(
+        f"Dataset {getattr(dataset, 'name', o.data)!r}: {len(dataset)} items, "
+        f"[{o.img_channels}, {o.resolution}, {o.resolution}], c_dim {o.c_dim}"
+    )
 
     # Networks, loss, optimizers; resume.
     G, D, G_ema, pipe = build_networks(o, device)
@@ -413,9 +500,13 @@ def setup_run(o: TrainingOptions, info: dist.DistInfo, device: torch.device, run
         resume = restore_from_checkpoint(resume_ckpt, o, G, D, G_ema, pipe, say)
     for module in (G, D, G_ema) + ((pipe,) if pipe is not None else ()):
         dist.broadcast_module(module, info)  # every rank starts from rank 0's weights
-    say(f"G: {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M parameters, "
-        f"D: {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M; device {device}; {info.world_size} process(es)")
-    loss = StyleGAN2Loss(G, D, pipe, r1_gamma=o.gamma, style_mixing_prob=o.style_mixing, pl_weight=o.pl_weight)
+    say(
+        f"G: {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M parameters, "
+        f"D: {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M; device {device}; {info.world_size} process(es)"
+    )
+    loss = StyleGAN2Loss(
+        G, D, pipe, r1_gamma=o.gamma, style_mixing_prob=o.style_mixing, pl_weight=o.pl_weight
+    )
     phases = build_phases(o, G, D)
     optimizers = {"G": phases[0].opt, "D": next(p.opt for p in phases if p.name == "Dmain")}
     ada = AdaController(target=o.target, interval=o.ada_interval, kimg=o.ada_kimg) if o.aug == "ada" else None
@@ -434,47 +525,108 @@ def setup_run(o: TrainingOptions, info: dist.DistInfo, device: torch.device, run
             pending = resume.ada_state.get("pending")
             if pending and info.is_main:  # the saved sum is already reduced over ranks
                 ada_acc.copy_(torch.tensor(pending, dtype=torch.float64))
-        say(f"Resumed at {state.cur_nimg / 1000:g} kimg (tick {state.cur_tick}), augment p "
-            f"{float(pipe.p) if pipe is not None else 0:.4f}")
+        say(
+            f"Resumed at {state.cur_nimg / 1000:g} kimg (tick {state.cur_tick}), augment p "
+            f"{float(pipe.p) if pipe is not None else 0:.4f}"
+        )
 
     # Loader: per-rank shard, resumable position.
     per_rank_batch = o.batch // info.world_size
-    sampler = InfiniteSampler(len(dataset), rank=info.rank, world_size=info.world_size, shuffle=True, seed=o.seed,
-                              start=state.sampler_position)
-    loader = make_loader(dataset, sampler, o.batch_gpu, o.workers, pin_memory=device.type == "cuda",
-                         seed=o.seed * info.world_size + info.rank)
+    sampler = InfiniteSampler(
+        len(dataset),
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle=True,
+        seed=o.seed,
+        start=state.sampler_position,
+    )
+    loader = make_loader(
+        dataset,
+        sampler,
+        o.batch_gpu,
+        o.workers,
+        pin_memory=device.type == "cuda",
+        seed=o.seed * info.world_size + info.rank,
+    )
 
     # Plugins.
-    ctx = TrainingContext(G=G, D=D, G_ema=G_ema, augment_pipe=pipe, dataset=dataset, device=device,
-                          run_dir=str(run_dir) if run_dir is not None else None, options=o.context_options(),
-                          rank=info.rank, world_size=info.world_size, cur_nimg=state.cur_nimg, batch_size=o.batch)
+    ctx = TrainingContext(
+        G=G,
+        D=D,
+        G_ema=G_ema,
+        augment_pipe=pipe,
+        dataset=dataset,
+        device=device,
+        run_dir=str(run_dir) if run_dir is not None else None,
+        options=o.context_options(),
+        rank=info.rank,
+        world_size=info.world_size,
+        cur_nimg=state.cur_nimg,
+        batch_size=o.batch,
+    )
     if pm is not None:
         pm.hook.training_setup(context=ctx)
         if resume is not None and resume.plugin_states:
             unclaimed = restore_plugin_states(pm, ctx, resume.plugin_states)
             if unclaimed:
-                warnings.warn(f"the snapshot holds state of plugins not enabled now: {', '.join(unclaimed)}", stacklevel=2)
+                warnings.warn(
+                    f"the snapshot holds state of plugins not enabled now: {', '.join(unclaimed)}",
+                    stacklevel=2,
+                )
 
-    run = Run(o=o, info=info, device=device, run_dir=run_dir, say=say, dataset=dataset, labels=labels, G=G, D=D,
-              G_ema=G_ema, pipe=pipe, loss=loss, phases=phases, optimizers=optimizers, ada=ada, ada_acc=ada_acc, pm=pm,
-              ctx=ctx, stats=StatsCollector(device), writer=StatsWriter(run_dir) if run_dir is not None else None,
-              loop_rng=loop_rng, data_iter=iter(loader), rounds=per_rank_batch // o.batch_gpu, state=state,
-              resumed_from=resumed_from, start_time=start_time)
+    run = Run(
+        o=o,
+        info=info,
+        device=device,
+        run_dir=run_dir,
+        say=say,
+        dataset=dataset,
+        labels=labels,
+        G=G,
+        D=D,
+        G_ema=G_ema,
+        pipe=pipe,
+        loss=loss,
+        phases=phases,
+        optimizers=optimizers,
+        ada=ada,
+        ada_acc=ada_acc,
+        pm=pm,
+        ctx=ctx,
+        stats=StatsCollector(device),
+        writer=StatsWriter(run_dir) if run_dir is not None else None,
+        loop_rng=loop_rng,
+        data_iter=iter(loader),
+        rounds=per_rank_batch // o.batch_gpu,
+        state=state,
+        resumed_from=resumed_from,
+        start_time=start_time,
+    )
 
     # Image grids (their own fixed random draws; the training RNG is untouched).
     if run_dir is not None:
-        run.grid_size, grid_idx, grid_labels = select_grid(dataset, labels if o.c_dim else None, o.resolution, seed=o.seed)
-        save_image_grid(real_grid_images(dataset, grid_idx), run_dir / "reals.png", run.grid_size, drange=(0, 255))
-        run.grid_z = torch.randn([len(grid_idx), o.z_dim], generator=torch.Generator().manual_seed(o.seed)).to(device)
+        run.grid_size, grid_idx, grid_labels = select_grid(
+            dataset, labels if o.c_dim else None, o.resolution, seed=o.seed
+        )
+        save_image_grid(
+            real_grid_images(dataset, grid_idx), run_dir / "reals.png", run.grid_size, drange=(0, 255)
+        )
+        run.grid_z = torch.randn(
+            [len(grid_idx), o.z_dim], generator=torch.Generator().manual_seed(o.seed)
+        ).to(device)
         run.grid_c = torch.from_numpy(grid_labels).to(device)
-        save_image_grid(generate_grid_images(G_ema, run.grid_z, run.grid_c), run_dir / "fakes_init.png", run.grid_size)
+        save_image_grid(
+            generate_grid_images(G_ema, run.grid_z, run.grid_c), run_dir / "fakes_init.png", run.grid_size
+        )
 
     # Random state last, so that a resumed run continues the very same random stream.
     if resume is not None:
         if len(resume.rng_states) == info.world_size:
             restore_rng(resume.rng_states[info.rank], device, run.loop_rng)
         else:
-            say(f"Note: the snapshot was written by {len(resume.rng_states)} process(es); reseeding the random state")
+            say(
+                f"Note: the snapshot was written by {len(resume.rng_states)} process(es); reseeding the random state"
+            )
             run.loop_rng = seed_everything(o.seed * info.world_size + info.rank + 1_000_003 * state.batch_idx)
     return run
 
@@ -484,8 +636,10 @@ def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
     o, state = run.o, run.state
     total_nimg = int(round(o.kimg * 1000))
     tick_nimg = max(int(round(o.tick * 1000)), 1)
-    run.say(f"Training for {o.kimg:g} kimg: batch {o.batch} = {run.info.world_size} process(es) x {run.rounds} "
-            f"round(s) x {o.batch_gpu}; tick {o.tick:g} kimg; snapshot every {o.snap} tick(s)")
+    run.say(
+        f"Training for {o.kimg:g} kimg: batch {o.batch} = {run.info.world_size} process(es) x {run.rounds} "
+        f"round(s) x {o.batch_gpu}; tick {o.tick:g} kimg; snapshot every {o.snap} tick(s)"
+    )
     tick_start_time = time.time()
     maintenance_sec = tick_start_time - run.start_time
     steps = 0
@@ -543,16 +697,18 @@ def report_tick(run: Run, tick_start_time: float, tick_end_time: float, maintena
     kimg = state.cur_nimg / 1000
     tick_kimg = (state.cur_nimg - state.tick_start_nimg) / 1000
     cur_mem, peak_cpu = cpu_memory_gb()
-    stats.update({
-        "Progress/tick": scalar_stat(state.cur_tick),
-        "Progress/kimg": scalar_stat(kimg),
-        "Progress/augment": scalar_stat(float(run.pipe.p) if run.pipe is not None else 0.0),
-        "Timing/total_sec": scalar_stat(tick_end_time - run.start_time),
-        "Timing/sec_per_tick": scalar_stat(tick_end_time - tick_start_time),
-        "Timing/sec_per_kimg": scalar_stat((tick_end_time - tick_start_time) / max(tick_kimg, 1e-9)),
-        "Timing/maintenance_sec": scalar_stat(maintenance_sec),
-        "Resources/cpu_mem_gb": scalar_stat(cur_mem),
-    })
+    stats.update(
+        {
+            "Progress/tick": scalar_stat(state.cur_tick),
+            "Progress/kimg": scalar_stat(kimg),
+            "Progress/augment": scalar_stat(float(run.pipe.p) if run.pipe is not None else 0.0),
+            "Timing/total_sec": scalar_stat(tick_end_time - run.start_time),
+            "Timing/sec_per_tick": scalar_stat(tick_end_time - tick_start_time),
+            "Timing/sec_per_kimg": scalar_stat((tick_end_time - tick_start_time) / max(tick_kimg, 1e-9)),
+            "Timing/maintenance_sec": scalar_stat(maintenance_sec),
+            "Resources/cpu_mem_gb": scalar_stat(cur_mem),
+        }
+    )
     if run.device.type == "cuda":
         peak_gpu = torch.cuda.max_memory_allocated(run.device) / 2**30
         torch.cuda.reset_peak_memory_stats(run.device)
@@ -593,13 +749,30 @@ def end_of_tick(run: Run, done: bool) -> None:
     pstates = plugin_states(run.pm, run.ctx) if run.pm is not None else {}
     if run.run_dir is None:
         return
-    next_state = TrainingState(cur_nimg=state.cur_nimg, cur_tick=state.cur_tick + 1, batch_idx=state.batch_idx,
-                               tick_start_nimg=state.cur_nimg, sampler_position=state.sampler_position)
+    next_state = TrainingState(
+        cur_nimg=state.cur_nimg,
+        cur_tick=state.cur_tick + 1,
+        batch_idx=state.batch_idx,
+        tick_start_nimg=state.cur_nimg,
+        sampler_position=state.sampler_position,
+    )
     ada_state = {**run.ada.state_dict(), "pending": ada_pending} if run.ada is not None else None
     path = snapshot_path(run.run_dir, label)
-    save_snapshot(path, G=run.G, D=run.D, G_ema=run.G_ema, augment_pipe=run.pipe, optimizers=run.optimizers,
-                  pl_mean=run.loss.pl_mean, state=next_state, rng_states=rng_states, ada_state=ada_state,
-                  plugin_states=pstates, training_options=o.to_dict(), resumed_from=run.resumed_from,
-                  class_names=getattr(run.dataset, "class_names", None))
+    save_snapshot(
+        path,
+        G=run.G,
+        D=run.D,
+        G_ema=run.G_ema,
+        augment_pipe=run.pipe,
+        optimizers=run.optimizers,
+        pl_mean=run.loss.pl_mean,
+        state=next_state,
+        rng_states=rng_states,
+        ada_state=ada_state,
+        plugin_states=pstates,
+        training_options=o.to_dict(),
+        resumed_from=run.resumed_from,
+        class_names=getattr(run.dataset, "class_names", None),
+    )
     run.snapshots.append(path)
     run.say(f"Saved {path.name}")

@@ -12,9 +12,10 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
@@ -57,8 +58,16 @@ def preset(cfg: str, resolution: int, gpus: int) -> Preset:
         res = resolution
         mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
         return Preset(
-            ref_gpus=gpus, kimg=25000, mb=mb, mbstd=min(mb // gpus, 4), fmaps=1 if res >= 512 else 0.5,
-            lrate=0.002 if res >= 1024 else 0.0025, gamma=0.0002 * res**2 / mb, ema=mb * 10 / 32, ramp=0.05, map=2,
+            ref_gpus=gpus,
+            kimg=25000,
+            mb=mb,
+            mbstd=min(mb // gpus, 4),
+            fmaps=1 if res >= 512 else 0.5,
+            lrate=0.002 if res >= 1024 else 0.0025,
+            gamma=0.0002 * res**2 / mb,
+            ema=mb * 10 / 32,
+            ramp=0.05,
+            map=2,
         )
     table = {
         "stylegan2": Preset(8, 25000, 32, 4, 1, 0.002, 10, 10, None, 8),
@@ -74,11 +83,40 @@ def preset(cfg: str, resolution: int, gpus: int) -> Preset:
 
 # Raw command-line defaults (train.py's parameter names). ``None`` means "from the preset / derived".
 CLI_DEFAULTS: dict[str, Any] = {
-    "outdir": None, "data": None, "cond": False, "gpus": 1, "batch": None, "batch_gpu": None, "kimg": None,
-    "snap": 50, "tick": 4.0, "cfg": "auto", "gamma": None, "cbase": None, "cmax": None, "map_depth": None,
-    "glr": None, "dlr": None, "mbstd_group": None, "aug": "ada", "p": None, "target": None, "augpipe": "bgc",
-    "ada_kimg": None, "mirror": False, "subset": None, "resume": None, "freezed": 0, "fp32": False,
-    "metrics": "none", "seed": 0, "workers": None, "device": None, "plugin": (), "desc": None, "dry_run": False,
+    "outdir": None,
+    "data": None,
+    "cond": False,
+    "gpus": 1,
+    "batch": None,
+    "batch_gpu": None,
+    "kimg": None,
+    "snap": 50,
+    "tick": 4.0,
+    "cfg": "auto",
+    "gamma": None,
+    "cbase": None,
+    "cmax": None,
+    "map_depth": None,
+    "glr": None,
+    "dlr": None,
+    "mbstd_group": None,
+    "aug": "ada",
+    "p": None,
+    "target": None,
+    "augpipe": "bgc",
+    "ada_kimg": None,
+    "mirror": False,
+    "subset": None,
+    "resume": None,
+    "freezed": 0,
+    "fp32": False,
+    "metrics": "none",
+    "seed": 0,
+    "workers": None,
+    "device": None,
+    "plugin": (),
+    "desc": None,
+    "dry_run": False,
 }
 
 
@@ -99,7 +137,9 @@ class ResumeInfo:
     """What option resolution needs to know about ``--resume`` (see :mod:`.snapshots`)."""
 
     path: str
-    format: str  # 'snapshot' (continue a run) | 'weights' (transfer learning: upstream .pkl, exported network)
+    format: (
+        str  # 'snapshot' (continue a run) | 'weights' (transfer learning: upstream .pkl, exported network)
+    )
     resolution: int
     img_channels: int
     c_dim: int
@@ -171,7 +211,7 @@ class TrainingOptions:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingOptions":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -184,19 +224,33 @@ class TrainingOptions:
     def generator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`stylegan2_ada.networks.Generator`."""
         return dict(
-            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, img_resolution=self.resolution,
-            img_channels=self.img_channels, mapping_kwargs={"num_layers": self.map_depth},
-            synthesis_kwargs={"channel_base": self.cbase, "channel_max": self.cmax,
-                              "num_fp16_res": self.num_fp16_res, "conv_clamp": self.conv_clamp},
+            z_dim=self.z_dim,
+            c_dim=self.c_dim,
+            w_dim=self.w_dim,
+            img_resolution=self.resolution,
+            img_channels=self.img_channels,
+            mapping_kwargs={"num_layers": self.map_depth},
+            synthesis_kwargs={
+                "channel_base": self.cbase,
+                "channel_max": self.cmax,
+                "num_fp16_res": self.num_fp16_res,
+                "conv_clamp": self.conv_clamp,
+            },
         )
 
     def discriminator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`stylegan2_ada.networks.Discriminator`."""
         return dict(
-            c_dim=self.c_dim, img_resolution=self.resolution, img_channels=self.img_channels,
-            architecture=self.d_architecture, channel_base=self.cbase, channel_max=self.cmax,
-            num_fp16_res=self.num_fp16_res, conv_clamp=self.conv_clamp,
-            block_kwargs={"freeze_layers": self.freezed}, mapping_kwargs={},
+            c_dim=self.c_dim,
+            img_resolution=self.resolution,
+            img_channels=self.img_channels,
+            architecture=self.d_architecture,
+            channel_base=self.cbase,
+            channel_max=self.cmax,
+            num_fp16_res=self.num_fp16_res,
+            conv_clamp=self.conv_clamp,
+            block_kwargs={"freeze_layers": self.freezed},
+            mapping_kwargs={},
             epilogue_kwargs={"mbstd_group_size": self.mbstd_group},
         )
 
@@ -236,7 +290,9 @@ def check_cli(raw: Mapping[str, Any]) -> None:
         raise OptionsError(f"--cfg must be one of {', '.join(CFG_NAMES)}")
     metrics = [m.strip() for m in str(raw.get("metrics", "none")).split(",") if m.strip()]
     if metrics not in ([], ["none"]):
-        raise OptionsError(f"--metrics {','.join(metrics)}: metrics are not implemented yet; only `none` is accepted")
+        raise OptionsError(
+            f"--metrics {','.join(metrics)}: metrics are not implemented yet; only `none` is accepted"
+        )
     gpus = int(raw.get("gpus", 1))
     if gpus < 1:
         raise OptionsError("--gpus must be at least 1")
@@ -250,7 +306,8 @@ def check_cli(raw: Mapping[str, Any]) -> None:
     if batch is not None and batch_gpu is not None and batch % (batch_gpu * gpus) != 0:
         raise OptionsError(
             f"--batch={batch} must be divisible by --batch-gpu={batch_gpu} times --gpus={gpus} "
-            f"(gradients are accumulated over batch / (batch_gpu * gpus) rounds)")
+            f"(gradients are accumulated over batch / (batch_gpu * gpus) rounds)"
+        )
     for name in ("kimg", "tick"):
         if raw.get(name) is not None and raw[name] <= 0:
             raise OptionsError(f"--{name} must be > 0, got {raw[name]}")
@@ -290,8 +347,11 @@ def check_world_size(gpus: int, world_size: int) -> None:
         if world_size == 1:
             raise OptionsError(
                 f"--gpus={gpus} needs {gpus} processes: launch with "
-                f"`torchrun --nproc_per_node={gpus} train.py ...` (see docs/training.md)")
-        raise OptionsError(f"--gpus={gpus} but torchrun started {world_size} processes (WORLD_SIZE); make them equal")
+                f"`torchrun --nproc_per_node={gpus} train.py ...` (see docs/training.md)"
+            )
+        raise OptionsError(
+            f"--gpus={gpus} but torchrun started {world_size} processes (WORLD_SIZE); make them equal"
+        )
 
 
 def run_desc(o: TrainingOptions, raw: Mapping[str, Any]) -> str:
@@ -329,22 +389,34 @@ def run_desc(o: TrainingOptions, raw: Mapping[str, Any]) -> str:
     return desc
 
 
-def resolve_options(raw: Mapping[str, Any], dataset: DatasetInfo, *, resume: ResumeInfo | None = None,
-                    world_size: int = 1, device: str | None = None,
-                    plugin_options: Mapping[str, Any] | None = None) -> TrainingOptions:
+def resolve_options(
+    raw: Mapping[str, Any],
+    dataset: DatasetInfo,
+    *,
+    resume: ResumeInfo | None = None,
+    world_size: int = 1,
+    device: str | None = None,
+    plugin_options: Mapping[str, Any] | None = None,
+) -> TrainingOptions:
     """Combine the raw options with the preset and the dataset; raise :class:`OptionsError` if invalid."""
     raw = {**CLI_DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k not in CLI_DEFAULTS}}
     check_cli(raw)
     gpus = int(raw["gpus"])
     check_world_size(gpus, world_size)
     if raw["cond"] and not dataset.has_labels:
-        raise OptionsError(f"--cond needs labels, but {dataset.name!r} ({raw['data']}) has none "
-                           "(add a dataset.json with {\"labels\": [[file, class], ...]})")
+        raise OptionsError(
+            f"--cond needs labels, but {dataset.name!r} ({raw['data']}) has none "
+            '(add a dataset.json with {"labels": [[file, class], ...]})'
+        )
     res = dataset.resolution
     if res < 4 or res & (res - 1):
-        raise OptionsError(f"the images of {raw['data']} are {res}x{res}; the resolution must be a power of two >= 4")
+        raise OptionsError(
+            f"the images of {raw['data']} are {res}x{res}; the resolution must be a power of two >= 4"
+        )
     if dataset.num_channels not in (1, 3):
-        raise OptionsError(f"the images of {raw['data']} have {dataset.num_channels} channels; 1 or 3 are supported")
+        raise OptionsError(
+            f"the images of {raw['data']} have {dataset.num_channels} channels; 1 or 3 are supported"
+        )
     if raw["subset"] is not None and raw["subset"] > dataset.size:
         raise OptionsError(f"--subset={raw['subset']} is larger than the dataset ({dataset.size} images)")
 
@@ -357,24 +429,34 @@ def resolve_options(raw: Mapping[str, Any], dataset: DatasetInfo, *, resume: Res
     else:
         batch_gpu = max(spec.mb // spec.ref_gpus, 1)
     if batch % (batch_gpu * gpus) != 0:
-        raise OptionsError(f"--batch={batch} must be divisible by --batch-gpu={batch_gpu} times --gpus={gpus}")
+        raise OptionsError(
+            f"--batch={batch} must be divisible by --batch-gpu={batch_gpu} times --gpus={gpus}"
+        )
     mbstd = raw["mbstd_group"] if raw["mbstd_group"] is not None else spec.mbstd
     group = min(mbstd, batch_gpu)
     if batch_gpu % group != 0:
-        raise OptionsError(f"--batch-gpu={batch_gpu} must be divisible by the minibatch-std group size "
-                           f"{group} (--mbstd-group)")
+        raise OptionsError(
+            f"--batch-gpu={batch_gpu} must be divisible by the minibatch-std group size "
+            f"{group} (--mbstd-group)"
+        )
 
     c_dim = dataset.label_dim if raw["cond"] else 0
     if resume is not None:
         if resume.resolution != res:
-            raise OptionsError(f"--resume {resume.path}: the network is {resume.resolution}x{resume.resolution} "
-                               f"but the data is {res}x{res}")
+            raise OptionsError(
+                f"--resume {resume.path}: the network is {resume.resolution}x{resume.resolution} "
+                f"but the data is {res}x{res}"
+            )
         if resume.img_channels != dataset.num_channels:
-            raise OptionsError(f"--resume {resume.path}: the network has {resume.img_channels} image channels "
-                               f"but the data has {dataset.num_channels}")
+            raise OptionsError(
+                f"--resume {resume.path}: the network has {resume.img_channels} image channels "
+                f"but the data has {dataset.num_channels}"
+            )
         if resume.format == "snapshot" and resume.c_dim != c_dim:
-            raise OptionsError(f"--resume {resume.path}: the network has c_dim={resume.c_dim} but this run has "
-                               f"c_dim={c_dim} (check --cond)")
+            raise OptionsError(
+                f"--resume {resume.path}: the network has c_dim={resume.c_dim} but this run has "
+                f"c_dim={c_dim} (check --cond)"
+            )
 
     ada_kimg = 500.0
     ema_rampup = spec.ramp
@@ -384,33 +466,62 @@ def resolve_options(raw: Mapping[str, Any], dataset: DatasetInfo, *, resume: Res
         ada_kimg = float(raw["ada_kimg"])
     fp32 = bool(raw["fp32"])
     o = TrainingOptions(
-        outdir=str(raw["outdir"]), data=str(raw["data"]), dataset_name=dataset.name, resolution=res,
-        img_channels=dataset.num_channels, c_dim=c_dim, dataset_size=dataset.size, cond=bool(raw["cond"]),
-        mirror=bool(raw["mirror"]), subset=raw["subset"], gpus=gpus, batch=int(batch), batch_gpu=int(batch_gpu),
-        kimg=float(raw["kimg"] if raw["kimg"] is not None else spec.kimg), tick=float(raw["tick"]),
-        snap=int(raw["snap"]), cfg=raw["cfg"], gamma=float(raw["gamma"] if raw["gamma"] is not None else spec.gamma),
+        outdir=str(raw["outdir"]),
+        data=str(raw["data"]),
+        dataset_name=dataset.name,
+        resolution=res,
+        img_channels=dataset.num_channels,
+        c_dim=c_dim,
+        dataset_size=dataset.size,
+        cond=bool(raw["cond"]),
+        mirror=bool(raw["mirror"]),
+        subset=raw["subset"],
+        gpus=gpus,
+        batch=int(batch),
+        batch_gpu=int(batch_gpu),
+        kimg=float(raw["kimg"] if raw["kimg"] is not None else spec.kimg),
+        tick=float(raw["tick"]),
+        snap=int(raw["snap"]),
+        cfg=raw["cfg"],
+        gamma=float(raw["gamma"] if raw["gamma"] is not None else spec.gamma),
         cbase=int(raw["cbase"] if raw["cbase"] is not None else spec.fmaps * 32768),
         cmax=int(raw["cmax"] if raw["cmax"] is not None else 512),
         map_depth=int(raw["map_depth"] if raw["map_depth"] is not None else spec.map),
         glr=float(raw["glr"] if raw["glr"] is not None else spec.lrate),
         dlr=float(raw["dlr"] if raw["dlr"] is not None else spec.lrate),
-        mbstd_group=int(mbstd), ema_kimg=float(spec.ema), ema_rampup=ema_rampup,
-        pl_weight=0.0 if raw["cfg"] == "cifar" else 2.0, style_mixing=0.0 if raw["cfg"] == "cifar" else 0.9,
+        mbstd_group=int(mbstd),
+        ema_kimg=float(spec.ema),
+        ema_rampup=ema_rampup,
+        pl_weight=0.0 if raw["cfg"] == "cifar" else 2.0,
+        style_mixing=0.0 if raw["cfg"] == "cifar" else 0.9,
         d_architecture="orig" if raw["cfg"] == "cifar" else "resnet",
-        aug=raw["aug"], p=raw["p"], target=float(raw["target"] if raw["target"] is not None else 0.6),
-        augpipe=raw["augpipe"], ada_kimg=ada_kimg,
-        resume=resume.path if resume is not None else None, resume_format=resume.format if resume else None,
-        freezed=int(raw["freezed"]), fp32=fp32, num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256,
-        metrics=[], seed=int(raw["seed"]), workers=default_workers() if raw["workers"] is None else int(raw["workers"]),
+        aug=raw["aug"],
+        p=raw["p"],
+        target=float(raw["target"] if raw["target"] is not None else 0.6),
+        augpipe=raw["augpipe"],
+        ada_kimg=ada_kimg,
+        resume=resume.path if resume is not None else None,
+        resume_format=resume.format if resume else None,
+        freezed=int(raw["freezed"]),
+        fp32=fp32,
+        num_fp16_res=0 if fp32 else 4,
+        conv_clamp=None if fp32 else 256,
+        metrics=[],
+        seed=int(raw["seed"]),
+        workers=default_workers() if raw["workers"] is None else int(raw["workers"]),
         device=device if device is not None else resolve_device(raw["device"]),
-        plugins=list(raw["plugin"] or ()), plugin_options=dict(plugin_options or {}), dry_run=bool(raw["dry_run"]),
+        plugins=list(raw["plugin"] or ()),
+        plugin_options=dict(plugin_options or {}),
+        dry_run=bool(raw["dry_run"]),
     )
     if resume is not None:  # no option sets z_dim / w_dim: take the resumed network's
         o.z_dim, o.w_dim = int(resume.z_dim), int(resume.w_dim)
     o.desc = run_desc(o, raw)
     if resume is not None and resume.format == "snapshot" and resume.cur_nimg >= o.kimg * 1000:
-        raise OptionsError(f"--resume {resume.path} is already at {resume.cur_nimg / 1000:g} kimg; "
-                           f"raise --kimg above that (now {o.kimg:g}) to train further")
+        raise OptionsError(
+            f"--resume {resume.path} is already at {resume.cur_nimg / 1000:g} kimg; "
+            f"raise --kimg above that (now {o.kimg:g}) to train further"
+        )
     return o
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import random
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ class TrainingState:
         return {k: int(v) for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingState":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingState:
         return cls(**{k: int(d[k]) for k in cls().__dict__ if k in d})
 
 
@@ -81,8 +82,13 @@ def capture_rng(device: torch.device, loop_rng: np.random.Generator | None) -> R
     return RngState(
         torch_cpu=torch.get_rng_state(),
         torch_cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        numpy_global={"kind": kind, "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
+        numpy_global={
+            "kind": kind,
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         numpy_loop=dict(loop_rng.bit_generator.state) if loop_rng is not None else None,
         python=[py[0], list(py[1]), py[2]],
     )
@@ -94,7 +100,9 @@ def restore_rng(state: RngState, device: torch.device, loop_rng: np.random.Gener
     if device.type == "cuda" and state.torch_cuda is not None:
         torch.cuda.set_rng_state(state.torch_cuda.cpu().to(torch.uint8), device)
     g = state.numpy_global
-    np.random.set_state((g["kind"], np.asarray(g["keys"], dtype=np.uint32), g["pos"], g["has_gauss"], g["cached_gaussian"]))
+    np.random.set_state(
+        (g["kind"], np.asarray(g["keys"], dtype=np.uint32), g["pos"], g["has_gauss"], g["cached_gaussian"])
+    )
     if loop_rng is not None and state.numpy_loop is not None:
         loop_rng.bit_generator.state = state.numpy_loop
     random.setstate((state.python[0], tuple(state.python[1]), state.python[2]))
@@ -197,7 +205,9 @@ def load_resume_checkpoint(spec: str, outdir: str | Path) -> Checkpoint:
     if spec == "latest":
         candidates = list_snapshots(outdir)
         if not candidates:
-            raise ResumeError(f"--resume latest: no {SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX} in the run folders under {outdir}")
+            raise ResumeError(
+                f"--resume latest: no {SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX} in the run folders under {outdir}"
+            )
         for path in candidates:
             try:
                 ckpt = load_checkpoint(path, device="cpu")
@@ -205,9 +215,13 @@ def load_resume_checkpoint(spec: str, outdir: str | Path) -> Checkpoint:
                 warnings.warn(f"--resume latest: skipping unreadable snapshot {path}: {exc}", stacklevel=2)
                 continue
             return ckpt
-        raise ResumeError(f"--resume latest: none of the {len(candidates)} snapshots under {outdir} could be read")
+        raise ResumeError(
+            f"--resume latest: none of the {len(candidates)} snapshots under {outdir} could be read"
+        )
     if not Path(spec).is_file():
-        raise ResumeError(f"--resume {spec}: no such file (give a snapshot path, an upstream .pkl, or 'latest')")
+        raise ResumeError(
+            f"--resume {spec}: no such file (give a snapshot path, an upstream .pkl, or 'latest')"
+        )
     try:
         return load_checkpoint(spec, device="cpu")
     except Exception as exc:  # CheckpointError, legacy pickle errors: all mean "cannot use this file"
@@ -242,23 +256,36 @@ def parse_resume_data(ckpt: Checkpoint) -> ResumeData:
             opt_states.setdefault(parts[1], {}).setdefault(int(parts[2]), {})[parts[3]] = t
     rngs: list[RngState] = []
     for rank, rm in enumerate(meta.get("rng") or []):
-        rngs.append(RngState(
-            torch_cpu=ckpt.tensors[f"rng/{rank}/torch"], torch_cuda=ckpt.tensors.get(f"rng/{rank}/cuda"),
-            numpy_global=rm["numpy_global"], numpy_loop=rm.get("numpy_loop"), python=rm["python"]))
+        rngs.append(
+            RngState(
+                torch_cpu=ckpt.tensors[f"rng/{rank}/torch"],
+                torch_cuda=ckpt.tensors.get(f"rng/{rank}/cuda"),
+                numpy_global=rm["numpy_global"],
+                numpy_loop=rm.get("numpy_loop"),
+                python=rm["python"],
+            )
+        )
     return ResumeData(
-        state=TrainingState.from_dict(meta["training_state"]), optimizer_states=opt_states,
-        pl_mean=ckpt.tensors.get("loss/pl_mean"), rng_states=rngs, ada_state=meta.get("ada"),
+        state=TrainingState.from_dict(meta["training_state"]),
+        optimizer_states=opt_states,
+        pl_mean=ckpt.tensors.get("loss/pl_mean"),
+        rng_states=rngs,
+        ada_state=meta.get("ada"),
         plugin_states=dict(meta.get("plugins") or {}),
     )
 
 
-def load_optimizer_state(opt: torch.optim.Optimizer, saved: Mapping[int, Mapping[str, torch.Tensor]], name: str) -> None:
+def load_optimizer_state(
+    opt: torch.optim.Optimizer, saved: Mapping[int, Mapping[str, torch.Tensor]], name: str
+) -> None:
     """Put saved per-parameter state into ``opt``; the hyperparameters (lr, betas) stay the current ones."""
     sd = opt.state_dict()
     n_params = sum(len(g["params"]) for g in sd["param_groups"])
     bad = [i for i in saved if i >= n_params]
     if bad:
-        raise ResumeError(f"optimizer {name}: the snapshot has state for {max(bad) + 1} parameters, the network {n_params}")
+        raise ResumeError(
+            f"optimizer {name}: the snapshot has state for {max(bad) + 1} parameters, the network {n_params}"
+        )
     sd["state"] = {int(i): {k: v.clone() for k, v in st.items()} for i, st in saved.items()}
     opt.load_state_dict(sd)
 
@@ -280,13 +307,16 @@ def copy_weights(src: nn.Module, dst: nn.Module, *, strict: bool, where: str) ->
         s = src_t.get(name)
         if s is None or s.shape != t.shape:
             (mismatched if strict else skipped).append(
-                f"{name} (snapshot {'missing' if s is None else list(s.shape)}, network {list(t.shape)})")
+                f"{name} (snapshot {'missing' if s is None else list(s.shape)}, network {list(t.shape)})"
+            )
             continue
         t.copy_(s.to(t.device, t.dtype))
         copied += 1
     extra = sorted(set(src_t) - set(dst_t))
     if strict and (mismatched or extra):
         listed = "; ".join(mismatched[:5] + [f"{e} (not in the network)" for e in extra[:5]])
-        raise ResumeError(f"{where}: the snapshot's network does not match the options of this run: {listed}. "
-                          "Use the same --cfg/--cbase/--cmax/--map-depth/--cond as the run being resumed.")
+        raise ResumeError(
+            f"{where}: the snapshot's network does not match the options of this run: {listed}. "
+            "Use the same --cfg/--cbase/--cmax/--map-depth/--cond as the run being resumed."
+        )
     return copied, skipped

@@ -13,8 +13,9 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -66,8 +67,12 @@ class StatsCollector:
         if not ordered:
             return {}
         zero = torch.zeros(2, dtype=torch.float64, device=self.device)
-        counts = torch.tensor([self._count.get(n, 0.0) for n in ordered], dtype=torch.float64, device=self.device)
-        table = torch.cat([counts[:, None], torch.stack([self._moments.get(n, zero) for n in ordered])], dim=1)  # [K, 3]
+        counts = torch.tensor(
+            [self._count.get(n, 0.0) for n in ordered], dtype=torch.float64, device=self.device
+        )
+        table = torch.cat(
+            [counts[:, None], torch.stack([self._moments.get(n, zero) for n in ordered])], dim=1
+        )  # [K, 3]
         all_reduce_sum(table, info)
         rows = table.cpu().tolist()
         self._moments.clear()
@@ -114,7 +119,9 @@ class StatsWriter:
             else:
                 self._tb = SummaryWriter(str(run_dir))
 
-    def write(self, stats: Mapping[str, Mapping[str, float]], global_kimg: float, timestamp: float | None = None) -> None:
+    def write(
+        self, stats: Mapping[str, Mapping[str, float]], global_kimg: float, timestamp: float | None = None
+    ) -> None:
         """Append one line ``{name: {num, mean, std}, ..., "timestamp": t}``; log means to TensorBoard."""
         timestamp = time.time() if timestamp is None else timestamp
         record: dict[str, Any] = {name: dict(v) for name, v in stats.items()}

@@ -12,7 +12,9 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 REPO = TESTS_DIR.parent
 
 
-def make_shapes(folder: Path, n: int = 16, res: int = 16, labels: bool = True, channels: int = 1, seed: int = 0) -> Path:
+def make_shapes(
+    folder: Path, n: int = 16, res: int = 16, labels: bool = True, channels: int = 1, seed: int = 0
+) -> Path:
     """``n`` images (class 0: disc, class 1: square, alternating) with ``dataset.json`` when ``labels``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -37,8 +39,32 @@ def make_shapes(folder: Path, n: int = 16, res: int = 16, labels: bool = True, c
     return folder
 
 
-def tiny_args(outdir: Path, data: Path, *extra: str, kimg: float = 0.016, tick: float = 0.008, snap: int = 1) -> list[str]:
+def tiny_args(
+    outdir: Path, data: Path, *extra: str, kimg: float = 0.016, tick: float = 0.008, snap: int = 1
+) -> list[str]:
     """train.py arguments of a tiny, fast CPU run (16x16, small channels, batch 4, no loader workers)."""
-    return ["--outdir", str(outdir), "--data", str(data), "--batch", "4", "--cbase", "256", "--cmax", "32",
-            "--map-depth", "2", "--kimg", str(kimg), "--tick", str(tick), "--snap", str(snap),
-            "--device", "cpu", "--workers", "0", *extra]
+    return [
+        "--outdir",
+        str(outdir),
+        "--data",
+        str(data),
+        "--batch",
+        "4",
+        "--cbase",
+        "256",
+        "--cmax",
+        "32",
+        "--map-depth",
+        "2",
+        "--kimg",
+        str(kimg),
+        "--tick",
+        str(tick),
+        "--snap",
+        str(snap),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        *extra,
+    ]

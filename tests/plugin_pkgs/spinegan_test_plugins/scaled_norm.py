@@ -5,7 +5,8 @@ It counts its ``loss_terms`` calls in ``context.extras["scaled_norm"]`` and stor
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import click
 import torch

@@ -6,7 +6,8 @@ declares the entry point ``example = "spinegan_example_plugin"`` in the group ``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import click
 import torch
@@ -19,7 +20,10 @@ from stylegan2_ada.training.context import PhaseData, TrainingContext
 def plugin_options() -> list[click.Option]:
     return [
         click.Option(
-            ["--tv-weight"], type=click.FloatRange(min=0.0), default=0.01, show_default=True,
+            ["--tv-weight"],
+            type=click.FloatRange(min=0.0),
+            default=0.01,
+            show_default=True,
             help="Weight of the total-variation loss on generated images (example plugin).",
         )
     ]
@@ -30,7 +34,9 @@ def loss_terms(phase: str, context: TrainingContext, data: PhaseData) -> Mapping
     if phase != "Gmain":
         return None
     img = data.gen_img  # [N, C, H, W], in [-1, 1], before augmentation
-    tv = (img[:, :, 1:, :] - img[:, :, :-1, :]).abs().mean() + (img[:, :, :, 1:] - img[:, :, :, :-1]).abs().mean()
+    tv = (img[:, :, 1:, :] - img[:, :, :-1, :]).abs().mean() + (
+        img[:, :, :, 1:] - img[:, :, :, :-1]
+    ).abs().mean()
     return {"tv": tv * context.options.get("tv_weight", 0.01)}  # logged as Loss/example/tv
 
 
