@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from data_processing.convert import ConversionError, ConvertConfig, convert_folder, default_workers
+from data_processing.convert import ConversionError, ConvertConfig, convert_folder
 from data_processing.decoders import format_decoder_report, format_decoder_summary
 from data_processing.render import RenderOptions
+from stylegan2_ada import devices
 
 __all__ = ["main", "render_options"]
 
@@ -142,7 +143,7 @@ def convert(
         labels_csv=labels_csv,
         render=options,
         multiclass=multiclass,
-        workers=default_workers() if workers is None else workers,
+        workers=devices.default_workers() if workers is None else workers,
         overwrite=overwrite,
         strict=strict,
         progress=not no_progress,

@@ -42,6 +42,7 @@ from data_processing.report import (
     write_issues,
     write_report,
 )
+from stylegan2_ada import devices
 
 __all__ = [
     "ConversionError",
@@ -51,7 +52,6 @@ __all__ = [
     "SETTINGS_NAME",
     "convert_folder",
     "list_inputs",
-    "default_workers",
     "is_inside",
     "render_task",
     "run_render_tasks",
@@ -95,14 +95,6 @@ class ConversionError(Exception):
     """The conversion cannot start (bad folders, labels, settings clash); the message says why."""
 
 
-def default_workers() -> int:
-    """Worker processes by default: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass(frozen=True)
 class ConvertConfig:
     """What to convert and how. ``workers=0`` renders in this process (no pool)."""
@@ -112,7 +104,7 @@ class ConvertConfig:
     labels_csv: str | None = None
     render: RenderOptions = field(default_factory=RenderOptions)
     multiclass: bool = False
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=devices.default_workers)
     overwrite: bool = False
     strict: bool = False
     progress: bool = True

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from stylegan2_ada import checkpoint as _checkpoint
+from stylegan2_ada import devices
 from stylegan2_ada import legacy_pickle as _legacy_pickle
 from stylegan2_ada.atomic import atomic_write, write_json_atomic
 
@@ -127,20 +128,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA if available, else CPU. ``'cuda'`` without CUDA raises GenerationError."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``None`` -> CUDA if available, else CPU. An unusable device raises GenerationError."""
     try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise GenerationError(f"unknown device {device!r}", param="device") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise GenerationError(
-            "CUDA was requested but no CUDA device is available; use --device cpu", param="device"
-        )
-    if resolved.type not in ("cpu", "cuda"):
-        raise GenerationError(f"device {device!r} is not supported (cpu or cuda)", param="device")
-    return resolved
+        return devices.resolve_device(device)
+    except ValueError as exc:
+        raise GenerationError(str(exc), param="device") from exc
 
 
 def select_generator(networks: dict[str, nn.Module]) -> tuple[str, nn.Module]:

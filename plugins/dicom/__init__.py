@@ -23,9 +23,10 @@ from typing import Any
 
 import click
 
-from data_processing.convert import ConversionError, default_workers
+from data_processing.convert import ConversionError
 from data_processing.render import RenderOptions
 from plugins.dicom.cache import NoImagesConvertedError, ensure_converted, looks_like_dicom_folder
+from stylegan2_ada import devices
 from stylegan2_ada.hookspecs import hookimpl
 
 __all__ = ["plugin_options", "validate_options", "dataset_readers", "render_options_from"]
@@ -125,7 +126,7 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
             render_options_from(options),
             bool(options.get("multiclass")),
             cache_dir,
-            workers=default_workers() if workers is None else int(workers),
+            workers=devices.default_workers() if workers is None else int(workers),
             log=lambda message: click.echo(message, err=True),
         )
     except (ConversionError, NoImagesConvertedError) as exc:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stylegan2_ada import devices
+
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
 AUGPIPES = ("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc")
@@ -43,13 +45,7 @@ class Preset:
     map: int
 
 
-def default_workers() -> int:
-    """Upstream's 3 DataLoader workers, but no more than the CPUs this process may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(3, cpus))
+UPSTREAM_WORKERS = 3  # upstream's DataLoader workers, capped at the CPUs available
 
 
 def preset(cfg: str, resolution: int, gpus: int) -> Preset:
@@ -332,13 +328,10 @@ def check_cli(raw: Mapping[str, Any]) -> None:
 
 def resolve_device(requested: str | None) -> str:
     """``cuda`` when available unless ``cpu`` is asked for; asking for ``cuda`` without one is an error."""
-    import torch
-
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise OptionsError("--device=cuda but no CUDA device is available (use --device=cpu)")
-    return requested
+    try:
+        return devices.resolve_device(requested).type
+    except ValueError as exc:
+        raise OptionsError(f"--device: {exc}") from exc
 
 
 def check_world_size(gpus: int, world_size: int) -> None:
@@ -508,7 +501,9 @@ def resolve_options(
         conv_clamp=None if fp32 else 256,
         metrics=[],
         seed=int(raw["seed"]),
-        workers=default_workers() if raw["workers"] is None else int(raw["workers"]),
+        workers=devices.default_workers(cap=UPSTREAM_WORKERS)
+        if raw["workers"] is None
+        else int(raw["workers"]),
         device=device if device is not None else resolve_device(raw["device"]),
         plugins=list(raw["plugin"] or ()),
         plugin_options=dict(plugin_options or {}),

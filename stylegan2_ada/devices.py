@@ -1,0 +1,43 @@
+"""Where work runs: the compute device and how many CPU worker processes to use.
+
+One definition for every entry point (training, generation, conversion), so that ``--device`` and
+``--workers`` mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+DEVICES = ("cpu", "cuda")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(cap: int | None = None) -> int:
+    """Worker processes by default: the available CPUs, at most ``cap`` when one is given."""
+    cpus = available_cpus()
+    return cpus if cap is None else max(1, min(cap, cpus))
+
+
+def resolve_device(requested: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU. Raises ``ValueError`` (with a message fit for a user) for
+    an unknown device, a device type other than cpu/cuda, or ``cuda`` on a machine without one."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {str(requested)!r} (use one of: {', '.join(DEVICES)})") from exc
+    if device.type not in DEVICES:
+        raise ValueError(f"device {str(requested)!r} is not supported (use one of: {', '.join(DEVICES)})")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA device is available (use --device cpu)")
+    return device
