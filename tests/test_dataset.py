@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import struct
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,7 +22,6 @@ from PIL import Image
 
 from stylegan2_ada.dataset import (
     DatasetError,
-    DatasetWarning,
     ImageDataset,
     decode_image,
     open_image_dataset,
@@ -527,19 +525,31 @@ def test_labels_with_wrong_prefix_get_a_hint(tmp_path):
         open_image_dataset(tmp_path, use_labels=True)
 
 
-def test_labels_for_absent_files_warn(tmp_path):
+def test_labels_for_absent_files_are_an_error_naming_them_and_the_dataset(tmp_path):
     images = make_folder(tmp_path, 2)
-    labels = {r: 0 for r in images} | {"gone1.png": 1, "gone2.png": 1}
-    write_json(tmp_path / "dataset.json", labels)
-    with pytest.warns(
-        DatasetWarning,
-        match=r"2 labels name files that are not in the dataset \(e\.g\. gone1\.png, gone2\.png\)",
+    gone = [f"gone{i}.png" for i in range(7)]
+    write_json(tmp_path / "dataset.json", {r: 0 for r in images} | {g: 1 for g in gone})
+    with pytest.raises(DatasetError) as err:
+        open_image_dataset(tmp_path, use_labels=True)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{tmp_path / 'dataset.json'}: 7 labels name files that are not in the dataset {tmp_path}"
+    )
+    assert "gone0.png, gone1.png, gone2.png, gone3.png, gone4.png, ... (2 more)" in msg
+    assert "gone5.png" not in msg and "have no label" not in msg
+    assert "\n" not in msg  # one line for an `Error: ...` report
+    open_image_dataset(tmp_path)  # labels not read without use_labels
+
+
+def test_labels_for_ignored_files_say_they_are_not_used(tmp_path):
+    images = make_folder(tmp_path, 2)
+    (tmp_path / "scan.tif").write_bytes(b"II*\x00")
+    (tmp_path / ".hidden.png").write_bytes(png_bytes(np.zeros((8, 8), dtype=np.uint8)))
+    write_json(tmp_path / "dataset.json", {r: 0 for r in images} | {"scan.tif": 1, ".hidden.png": 1})
+    with pytest.raises(
+        DatasetError, match=r"2 labels name .*\(2 of them hidden or not PNG/JPEG, so not used\)"
     ):
-        ds = open_image_dataset(tmp_path, use_labels=True)
-    assert ds.label_dim == 1  # the absent files' labels are not counted
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        open_image_dataset(tmp_path)  # labels not read without use_labels
+        open_image_dataset(tmp_path, use_labels=True)
 
 
 @pytest.mark.parametrize(
