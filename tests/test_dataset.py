@@ -20,12 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
+from data_processing.scale import scale_16_to_8
 from stylegan2_ada.dataset import (
     DatasetError,
     ImageDataset,
     decode_image,
     open_image_dataset,
     parse_dataset_json,
+    scale_16bit_to_8bit,
 )
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -222,6 +224,14 @@ def test_16bit_grayscale_is_scaled_by_round_x_over_257(tmp_path):
     for backend in ("pyspng", "pillow"):
         np.testing.assert_array_equal(decode_image(data, "a.png", backend=backend)[:, :, 0], expected)
     np.testing.assert_array_equal(decode_image(data, "a.png", keep_16bit=True)[:, :, 0], arr)
+
+
+def test_one_16_to_8_bit_rule_for_training_and_conversion():
+    """Every 16-bit value: the core's rule is round(x / 257), and data_processing's 'full' scaling is it."""
+    x = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.round(x.astype(np.float64) / 257.0).astype(np.uint8)  # x / 257 never ends in .5
+    np.testing.assert_array_equal(scale_16bit_to_8bit(x), expected)
+    np.testing.assert_array_equal(scale_16_to_8(x, "full"), expected)
 
 
 def test_16bit_rgb_uses_pyspng_and_pillow_refuses(tmp_path):
