@@ -14,7 +14,7 @@ the dataset root; ``\\`` is read as ``/``.
 silently build a generator of hundreds of millions of parameters: :func:`parse_dataset_json` refuses a
 ``label_dim`` over ``max_classes`` (the dataset's default is :data:`DEFAULT_MAX_CLASSES`).
 
-Anything else (invalid JSON or UTF-8, wrong types, nesting, NaN, numbers too large for a float) is a
+Anything else (invalid JSON or UTF-8, wrong types, nesting, NaN, values beyond float32) is a
 :class:`~stylegan2_ada.dataset.errors.DatasetError` naming the file and the entry.
 """
 
@@ -26,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import DatasetError
 from .sources import normalize_relpath
 
@@ -33,6 +35,7 @@ __all__ = ["DEFAULT_MAX_CLASSES", "DatasetLabels", "parse_dataset_json"]
 
 DEFAULT_MAX_CLASSES = 1000
 _REPR_MAX = 80  # characters of a bad value quoted in a message
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Label = int | tuple[float, ...]
 
@@ -56,7 +59,11 @@ class DatasetLabels:
 
 
 def _brief(value: Any) -> str:
-    text = repr(value)
+    """``repr(value)``, cut to a readable length."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than Python converts to text (sys.get_int_max_str_digits)
+        return f"<{type(value).__name__} too long to show>"
     return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
 
 
@@ -67,7 +74,9 @@ def _check_label(value: Any, key: str, where: str) -> Label | None:
         raise DatasetError(f"{where}: label for {_brief(key)} is a boolean ({value}); use 0/1 class indices")
     if isinstance(value, int):
         if value < 0:
-            raise DatasetError(f"{where}: label for {_brief(key)} is {value}; class indices must be >= 0")
+            raise DatasetError(
+                f"{where}: label for {_brief(key)} is {_brief(value)}; class indices must be >= 0"
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value) or value < 0:
@@ -83,15 +92,14 @@ def _check_label(value: Any, key: str, where: str) -> Label | None:
             raise DatasetError(
                 f"{where}: label for {_brief(key)} must be a list of numbers, got {_brief(value)}"
             )
-        try:
-            vector = tuple(float(v) for v in value)
-        except OverflowError:  # an integer beyond the float range
-            raise DatasetError(
-                f"{where}: label for {_brief(key)} has a number too large for a float: {_brief(value)}"
-            ) from None
-        if not all(math.isfinite(v) for v in vector):
+        if any(isinstance(v, float) and not math.isfinite(v) for v in value):
             raise DatasetError(f"{where}: label for {_brief(key)} contains NaN or infinity: {_brief(value)}")
-        return vector
+        if not all(abs(v) <= _FLOAT32_MAX for v in value):  # exact for ints of any size
+            raise DatasetError(  # labels are float32 arrays: these would silently become infinity
+                f"{where}: label for {_brief(key)} has a value beyond the float32 range "
+                f"(+-{_FLOAT32_MAX:.4g}): {_brief(value)}"
+            )
+        return tuple(float(v) for v in value)
     raise DatasetError(
         f"{where}: label for {_brief(key)} must be an integer class index, a list of numbers or null, "
         f"got {type(value).__name__} {_brief(value)}"
@@ -184,11 +192,11 @@ def _label_dim(
     top = labels[worst]
     if class_names is not None and top >= names:
         raise DatasetError(
-            f'{where}: label {top} for {_brief(worst)} has no name: "class_names" lists only {names} classes'
+            f'{where}: label {_brief(top)} for {_brief(worst)} has no name: "class_names" lists only {names} classes'
         )
     if names > top:
         return "int", names, names_why
-    return "int", top + 1, f"label {top} for {_brief(worst)} means {top + 1} classes"
+    return "int", top + 1, f"label {_brief(top)} for {_brief(worst)} means {_brief(top + 1)} classes"
 
 
 def parse_dataset_json(data: bytes | str, where: str, *, max_classes: int | None = None) -> DatasetLabels:
