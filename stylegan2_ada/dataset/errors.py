@@ -20,15 +20,18 @@ class ImageDecodeError(DatasetError):
     says what is wrong. ``str(err)`` is ``"{path}: {reason}"``. Raised by header reading, decoding and
     :meth:`ImageDataset.__getitem__ <stylegan2_ada.dataset.ImageDataset.__getitem__>`, so a loader can
     skip and report the one bad image.
+
+    Given one argument it is the whole message (``reason`` is then empty): that is how a DataLoader
+    re-raises a worker's exception in the main process, which so keeps its type.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str, reason: str = "") -> None:
+        super().__init__(f"{path}: {reason}" if reason else path)
         self.path = path
         self.reason = reason
 
     def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[str, str]]:
-        # Survives pickling (DataLoader workers, multiprocessing) with both fields.
+        # Survives pickling (multiprocessing) with both fields.
         return (type(self), (self.path, self.reason))
 
 
