@@ -45,8 +45,8 @@ class ImageDataset(torch.utils.data.Dataset):
     ``image_shape`` ``[C, H, W]``, ``label_dim``, ``label_shape`` ``[label_dim]``, ``has_labels``,
     ``class_names`` (``list[str] | None``), ``xflip``, ``use_labels``, ``max_size``, ``random_seed``,
     ``max_classes``, ``num_images`` (distinct images after the subset), ``init_kwargs`` (JSON-able,
-    reopens the same dataset). ``raw_labels``: per item (aligned with ``self[i]``), ``int64 [len]`` class indices or
-    ``float32 [len, label_dim]`` vectors, ``None`` without labels.
+    reopens the same dataset). ``raw_labels``: per item (aligned with ``self[i]``), ``int64 [len]``
+    class indices or ``float32 [len, label_dim]`` vectors, ``None`` without labels.
     """
 
     def __init__(

@@ -192,7 +192,8 @@ def _label_dim(
     top = labels[worst]
     if class_names is not None and top >= names:
         raise DatasetError(
-            f'{where}: label {_brief(top)} for {_brief(worst)} has no name: "class_names" lists only {names} classes'
+            f'{where}: label {_brief(top)} for {_brief(worst)} has no name: "class_names" lists only '
+            f"{names} classes"
         )
     if names > top:
         return "int", names, names_why
