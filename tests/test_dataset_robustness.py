@@ -89,6 +89,7 @@ labels_any = st.one_of(
     st.floats(),
     st.sampled_from([0.0, 1.0, 2.5, -1.0, 1e300, True, False, None, [], "1"]),
     st.lists(st.one_of(st.floats(), st.integers(), st.booleans()), max_size=3),
+    st.lists(st.sampled_from([0.5, 3.4e38, 3.5e38, -1e300, 2**128, float("nan")]), min_size=1, max_size=2),
     json_values,
 )
 class_names_any = st.one_of(st.lists(st.text(max_size=4), max_size=MAX_CLASSES + 2), json_values)
