@@ -3,8 +3,8 @@
 Two scalings, both exact integer arithmetic with rounding, no overflow and no division by zero:
 
 ``full`` (default): ``y = round(x / 257)``, i.e. the 16-bit range 0..65535 onto 0..255 -- the right
-    choice for 16-bit PNGs from our converter (already windowed; the same rule as
-    ``stylegan2_ada.dataset``).
+    choice for 16-bit PNGs from our converter (already windowed). This is the core's one 16-bit rule,
+    :func:`stylegan2_ada.dataset.scale_16bit_to_8bit`, so scaled copies equal what training reads.
 ``max``: ``y = round(x * 255 / max(x))`` per image (an all-zero image stays zero) -- for the raw,
     un-windowed 16-bit PNGs the original SpineGAN ``image_main.py`` wrote. (The original computed
     ``x // ceil(max / 256)``, which wraps to 0 when max is a multiple of 256 and divides by zero on
@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from data_processing.pngio import read_png, write_png
+from stylegan2_ada.dataset import scale_16bit_to_8bit
 
 __all__ = ["ScaleMode", "ScaleSummary", "scale_16_to_8", "scale_folder"]
 
@@ -28,11 +29,11 @@ ScaleMode = Literal["full", "max"]
 
 def scale_16_to_8(image: np.ndarray, mode: ScaleMode = "full") -> np.ndarray:
     """uint16 [H, W] -> uint8 [H, W] (see the module docstring for ``mode``)."""
-    x = image.astype(np.int64)
     if mode == "full":
-        return ((x + 128) // 257).astype(np.uint8)
+        return scale_16bit_to_8bit(image)
     if mode != "max":
         raise ValueError(f"mode must be 'full' or 'max', not {mode!r}")
+    x = image.astype(np.int64)
     top = int(x.max()) if x.size else 0
     if top == 0:
         return np.zeros(image.shape, np.uint8)

@@ -7,6 +7,7 @@ PNGs with an upstream-format ``dataset.json`` (``class_names = ["disc", "square"
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,15 +40,25 @@ def render_shape(kind: int, resolution: int, rng: np.random.Generator) -> np.nda
     return np.round(img * 255).astype(np.uint8)
 
 
+def _is_complete(dest: Path) -> bool:
+    """``dest/dataset.json`` exists and every image it lists is there."""
+    try:
+        labels = json.loads((dest / "dataset.json").read_text())["labels"]
+        return all((dest / name).is_file() for name, _ in labels)
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or not ours: write it anew
+        return False
+
+
 def make_demo_dataset(dest: str | os.PathLike, resolution: int = 32, count: int = 512, seed: int = 0) -> Path:
     """Write the demo dataset into ``dest`` (created) unless a complete copy is already there.
 
     Returns the folder. ``count`` images, alternating classes. Files are written atomically and
-    ``dataset.json`` last, so an interrupted run is redone rather than half-used.
+    ``dataset.json`` last, so an interrupted run is redone rather than half-used; so is a copy that
+    lost images since (the dataset refuses labels for absent files).
     """
     dest = Path(dest)
     labels_path = dest / "dataset.json"
-    if labels_path.exists():
+    if _is_complete(dest):
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

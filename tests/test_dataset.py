@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import struct
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,13 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
+from data_processing.scale import scale_16_to_8
 from stylegan2_ada.dataset import (
     DatasetError,
-    DatasetWarning,
     ImageDataset,
     decode_image,
     open_image_dataset,
     parse_dataset_json,
+    scale_16bit_to_8bit,
 )
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -224,6 +224,14 @@ def test_16bit_grayscale_is_scaled_by_round_x_over_257(tmp_path):
     for backend in ("pyspng", "pillow"):
         np.testing.assert_array_equal(decode_image(data, "a.png", backend=backend)[:, :, 0], expected)
     np.testing.assert_array_equal(decode_image(data, "a.png", keep_16bit=True)[:, :, 0], arr)
+
+
+def test_one_16_to_8_bit_rule_for_training_and_conversion():
+    """Every 16-bit value: the core's rule is round(x / 257), and data_processing's 'full' scaling is it."""
+    x = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.round(x.astype(np.float64) / 257.0).astype(np.uint8)  # x / 257 never ends in .5
+    np.testing.assert_array_equal(scale_16bit_to_8bit(x), expected)
+    np.testing.assert_array_equal(scale_16_to_8(x, "full"), expected)
 
 
 def test_16bit_rgb_uses_pyspng_and_pillow_refuses(tmp_path):
@@ -527,19 +535,31 @@ def test_labels_with_wrong_prefix_get_a_hint(tmp_path):
         open_image_dataset(tmp_path, use_labels=True)
 
 
-def test_labels_for_absent_files_warn(tmp_path):
+def test_labels_for_absent_files_are_an_error_naming_them_and_the_dataset(tmp_path):
     images = make_folder(tmp_path, 2)
-    labels = {r: 0 for r in images} | {"gone1.png": 1, "gone2.png": 1}
-    write_json(tmp_path / "dataset.json", labels)
-    with pytest.warns(
-        DatasetWarning,
-        match=r"2 labels name files that are not in the dataset \(e\.g\. gone1\.png, gone2\.png\)",
+    gone = [f"gone{i}.png" for i in range(7)]
+    write_json(tmp_path / "dataset.json", {r: 0 for r in images} | {g: 1 for g in gone})
+    with pytest.raises(DatasetError) as err:
+        open_image_dataset(tmp_path, use_labels=True)
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{tmp_path / 'dataset.json'}: 7 labels name files that are not in the dataset {tmp_path}"
+    )
+    assert "gone0.png, gone1.png, gone2.png, gone3.png, gone4.png, ... (2 more)" in msg
+    assert "gone5.png" not in msg and "have no label" not in msg
+    assert "\n" not in msg  # one line for an `Error: ...` report
+    open_image_dataset(tmp_path)  # labels not read without use_labels
+
+
+def test_labels_for_ignored_files_say_they_are_not_used(tmp_path):
+    images = make_folder(tmp_path, 2)
+    (tmp_path / "scan.tif").write_bytes(b"II*\x00")
+    (tmp_path / ".hidden.png").write_bytes(png_bytes(np.zeros((8, 8), dtype=np.uint8)))
+    write_json(tmp_path / "dataset.json", {r: 0 for r in images} | {"scan.tif": 1, ".hidden.png": 1})
+    with pytest.raises(
+        DatasetError, match=r"2 labels name .*\(2 of them hidden or not PNG/JPEG, so not used\)"
     ):
-        ds = open_image_dataset(tmp_path, use_labels=True)
-    assert ds.label_dim == 1  # the absent files' labels are not counted
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        open_image_dataset(tmp_path)  # labels not read without use_labels
+        open_image_dataset(tmp_path, use_labels=True)
 
 
 @pytest.mark.parametrize(

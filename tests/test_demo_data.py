@@ -35,6 +35,16 @@ def test_demo_dataset_is_a_labelled_two_class_dataset(tmp_path):
     assert sorted(p.stat().st_mtime_ns for p in folder.iterdir()) == before
 
 
+def test_demo_dataset_that_lost_an_image_is_rewritten(tmp_path):
+    folder = make_demo_dataset(tmp_path / "demo", count=4)
+    lost = folder / "square-00001.png"
+    original = lost.read_bytes()
+    lost.unlink()  # its label would now be refused as naming an absent file
+    make_demo_dataset(folder, count=4)
+    assert lost.read_bytes() == original  # the same deterministic image
+    assert len(open_image_dataset(str(folder), use_labels=True)) == 4
+
+
 def test_train_dry_run_with_demo_data(tmp_path):
     out = subprocess.run(
         [
