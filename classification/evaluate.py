@@ -113,6 +113,27 @@ def _label_indices(labels: torch.Tensor, n_classes: int, where: str) -> torch.Te
     return labels.argmax(dim=1)
 
 
+class _BatchReader(torch.utils.data.Dataset):
+    """``reader[[i, j, ...]]`` -> ``(uint8 [B, C, H, W], float32 labels [B, D])`` of those dataset items,
+    or, when reading one raised :class:`DatasetError`, its message (a str). Reading whole batches lets a
+    DataLoader worker hand the message back as the dataset wrote it (it names the file) instead of a
+    worker-process traceback."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | str:
+        try:
+            items = [self.dataset[i] for i in indices]
+        except DatasetError as exc:
+            return str(exc)
+        images = np.stack([np.asarray(image) for image, _ in items])
+        return images, np.stack([np.asarray(label, dtype=np.float32) for _, label in items])
+
+
 def predict_dataset(
     classifier: Any,
     dataset: Any,
@@ -139,12 +160,22 @@ def predict_dataset(
     model = classifier.to(device)
     n_classes = len(_class_names(model))
     where = _where(dataset)
+    batches = torch.utils.data.BatchSampler(
+        torch.utils.data.SequentialSampler(range(len(dataset))), batch, drop_last=False
+    )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, shuffle=False, num_workers=workers, pin_memory=device.type == "cuda"
+        _BatchReader(dataset),
+        batch_size=None,  # each item is a whole batch (see _BatchReader)
+        sampler=batches,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
     )
     labels, scores = [], []
     with torch.inference_mode():
-        for images, label in tqdm(loader, desc="Scoring", unit="batch", disable=not progress):
+        for item in tqdm(loader, desc="Scoring", unit="batch", disable=not progress):
+            if isinstance(item, str):
+                raise DatasetError(item)
+            images, label = item
             labels.append(_label_indices(torch.as_tensor(label), n_classes, where))
             out = model.scores(images_to_float(images, device)).float()
             expected = [len(images)] if n_classes == 2 else [len(images), n_classes]

@@ -27,7 +27,7 @@ from torch import nn
 
 from classification import evaluate as ev
 from classification import stats
-from stylegan2_ada.dataset import open_image_dataset
+from stylegan2_ada.dataset import DatasetError, open_image_dataset
 
 BINARY = ("normal", "abnormal")
 THREE = ("low", "mid", "high")
@@ -161,6 +161,24 @@ def test_predict_dataset_refuses_unlabelled_or_vector_labels(tmp_path):
     vectors = open_image_dataset(tmp_path / "d", use_labels=True)
     with pytest.raises(ev.EvaluationError, match="one-hot"):
         ev.predict_dataset(StandInClassifier(), vectors, device="cpu")
+
+
+def corrupt_body(png: Path) -> None:
+    """Keep the valid header (so the dataset opens) but garble the image data after it."""
+    data = png.read_bytes()
+    png.write_bytes(data[:40] + b"\0" * 30 + data[70:])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_image_is_reported_by_name_without_a_worker_traceback(tmp_path, workers):
+    labelled(tmp_path / "d", [0, 1, 0, 1, 0, 1])
+    corrupt_body(tmp_path / "d" / "c1" / "img003.png")
+    ds = open_image_dataset(tmp_path / "d", use_labels=True)
+    with pytest.raises(DatasetError) as caught:
+        ev.predict_dataset(StandInClassifier(), ds, batch=2, device="cpu", workers=workers)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "d" / "c1" / "img003.png")) and "corrupt" in message
+    assert "Traceback" not in message and "\n" not in message
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -474,6 +492,11 @@ def test_command_errors_are_one_line_and_create_no_report(tmp_path, stand_in_loa
         assert "Error" in result.output and message in result.output, (args, result.output)
         assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output  # a clean exit
         assert not out.exists(), args
+    write_model(tmp_path / "m.json")
+    corrupt_body(tmp_path / "test" / "c1" / "img001.png")
+    result = run_cli("--model", str(tmp_path / "m.json"), "--data", data, "--out", str(out))
+    assert result.exit_code == 1 and "Error: " in result.output and "img001.png" in result.output
+    assert "Traceback" not in result.output and not out.exists()
     (tmp_path / "file").write_text("x")
     result = run_cli("--model", str(tmp_path / "m.json"), "--data", data, "--out", str(tmp_path / "file"))
     assert result.exit_code == 2 and "not a folder" in result.output
