@@ -386,6 +386,25 @@ def _argmax_rates(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[
     }
 
 
+def _one_vs_rest_curves(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    result: stats.MulticlassAuc,
+    class_names: Sequence[str],
+    model: str,
+    linestyle: str,
+) -> list[RocCurve]:
+    """One ROC curve per class present in ``labels`` (class k against the rest, on column k)."""
+    curves = []
+    for k, ci in enumerate(result.per_class):
+        if ci is not None:
+            fpr, tpr, _ = stats.roc_points(labels == k, scores[:, k])
+            curves.append(
+                RocCurve(_auc_legend(f"{model} {class_names[k]}", ci), fpr, tpr, linestyle=linestyle)
+            )
+    return curves
+
+
 def _multiclass_report(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -400,26 +419,14 @@ def _multiclass_report(
     except ValueError as exc:
         raise EvaluationError(f"test data: {exc}") from None
     present = [k for k, ci in enumerate(mc.per_class) if ci is not None]
-
-    def curves_of(s: np.ndarray, result: stats.MulticlassAuc, model: str, style: str) -> list[RocCurve]:
-        out = []
-        for k in present:
-            fpr, tpr, _ = stats.roc_points(labels == k, s[:, k])
-            out.append(
-                RocCurve(
-                    _auc_legend(f"{model} {class_names[k]}", result.per_class[k]), fpr, tpr, linestyle=style
-                )
-            )
-        return out
-
-    curves = curves_of(scores, mc, names[0], "-")
+    curves = _one_vs_rest_curves(labels, scores, mc, class_names, names[0], "-")
     report: dict[str, Any] = {
         "auc": mc.as_dict(class_names),
         "argmax": _argmax_rates(labels, scores, class_names),
     }
     if other is not None:
         other_mc = stats.one_vs_rest_auc_ci(labels, other, **boot)
-        curves += curves_of(other, other_mc, names[1], "--")
+        curves += _one_vs_rest_curves(labels, other, other_mc, class_names, names[1], "--")
         report["compare"] = {
             "auc": other_mc.as_dict(class_names),
             "delong_one_vs_rest": {
