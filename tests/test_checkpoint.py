@@ -127,7 +127,7 @@ def test_native_round_trip_is_exact(tmp_path, tiny_networks):
     assert set(loaded.provenance) == {"created", "stylegan2_ada", "torch", "numpy", "python"}
 
     # Nothing in the header names this machine or its user (the file may be shared).
-    header_text = path.read_bytes()[: 8 + int.from_bytes(path.read_bytes()[:8], "little")].decode()
+    header_text = path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")].decode()
     assert socket.gethostname() not in header_text and str(tmp_path) not in header_text
 
     # The header really is safetensors + one JSON document, readable without our code.
