@@ -532,7 +532,8 @@ def load_checkpoint(
 
     Raises:
         CheckpointNotFoundError: the file does not exist.
-        CheckpointError: unreadable, truncated, malformed, or networks that cannot be rebuilt.
+        CheckpointError: unreadable, truncated, damaged (content hash mismatch), malformed, or networks
+            that cannot be rebuilt.
         legacy_pickle.UnsafePickleError: a ``.pkl`` that asks for anything outside the allow-list.
         legacy_pickle.LegacyPickleError: a malformed ``.pkl`` snapshot.
     """

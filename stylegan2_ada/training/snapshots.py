@@ -260,14 +260,16 @@ def load_resume_checkpoint(spec: str, outdir: str | Path) -> Checkpoint:
             raise ResumeError(
                 f"--resume latest: no {SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX} in the run folders under {outdir}"
             )
+        problems: list[ResumeError] = []
         for path in candidates:
             try:
                 return _load_usable(path)
             except ResumeError as exc:
                 warnings.warn(f"--resume latest: skipping unusable snapshot: {exc}", stacklevel=2)
+                problems.append(exc)
         raise ResumeError(
-            f"--resume latest: none of the {len(candidates)} snapshots under {outdir} can be used "
-            f"(the newest, {candidates[0]}, is damaged or unreadable)"
+            f"--resume latest: none of the {len(candidates)} snapshots under {outdir} can be used; "
+            f"the newest: {problems[0]}"
         )
     if not Path(spec).is_file():
         raise ResumeError(
