@@ -10,18 +10,35 @@ Reads our native checkpoints and stylegan2-ada-pytorch ``.pkl`` snapshots (safel
 the file is executed). Writes ``seed%04d.png`` per seed (8-bit ``L`` for 1-channel networks, ``RGB``
 for 3-channel ones) and ``manifest.json``. See :mod:`stylegan2_ada.generation` for the details,
 including how ``--noise-mode random`` is seeded.
+
+Errors: a bad option value is a usage error (exit 2, click's usage text); a file-system failure (network
+file unreadable, output folder not creatable or read-only) prints one ``Error: ...`` line and exits 1.
+Never a traceback for either.
 """
 
 from __future__ import annotations
 
 import click
 
-from stylegan2_ada.generation import NOISE_MODES, GenerationError, generate_images, parse_seeds
+from stylegan2_ada.generation import (
+    NOISE_MODES,
+    GenerationError,
+    check_truncation_psi,
+    generate_images,
+    parse_seeds,
+)
 
 
 def _seeds_option(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     try:
         return parse_seeds(value)
+    except GenerationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _trunc_option(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    try:
+        return check_truncation_psi(value)
     except GenerationError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -56,8 +73,9 @@ def _seeds_option(ctx: click.Context, param: click.Parameter, value: str) -> lis
     type=float,
     default=1.0,
     show_default=True,
+    callback=_trunc_option,
     metavar="PSI",
-    help="Truncation psi.",
+    help="Truncation psi (a finite number).",
 )
 @click.option(
     "--noise-mode",
@@ -110,6 +128,9 @@ def main(
         if exc.param:
             raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # any file-system failure generation.py did not already name
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise click.ClickException(f"{where}{exc.strerror or exc}") from None
     click.echo(
         f"Wrote {len(result.files)} images and {result.manifest_path.name} to {result.manifest_path.parent}"
     )

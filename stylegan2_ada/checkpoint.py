@@ -7,23 +7,40 @@ Native format (everything we write): ONE ``.safetensors`` file per snapshot.
 * The safetensors header's ``__metadata__`` (str -> str) holds one key, :data:`METADATA_KEY`, whose
   value is a JSON document::
 
-      {"format": "stylegan2_ada-checkpoint", "format_version": 1,
+      {"format": "stylegan2_ada-checkpoint", "format_version": 2,
        "networks": {"G": {"class_name": "Generator", "init_kwargs": {...}}, ...},
        "tensors": ["<extra name>", ...],
        "metadata": {...free, JSON-able: training progress, class_names, ...},
        "provenance": {"created": ISO-8601 UTC, "stylegan2_ada": version, "torch": ..., "numpy": ...,
-                      "python": ..., "host": ...}}
+                      "python": ...},
+       "content_sha256": "<hex digest, below>"}
 
 Conventions for ``metadata``: ``class_names`` (list of str, one per class index) is shown by
 ``generate.py`` when it lists the valid classes of a conditional network.
+
+Provenance records the time and the software versions, nothing that identifies a machine or a person
+(files of format version 1 also hold the host name; they load unchanged).
+
+Content hash (``content_sha256``, :func:`content_sha256`): hex SHA-256 over, for each tensor in the
+file in sorted name order, the UTF-8 JSON line ``["<name>", "<dtype>", [<shape>], <byte count>]\n``
+(dtype as torch names it without ``torch.``, e.g. ``float32``) followed by the tensor's bytes as stored
+(little-endian); then the document itself without ``content_sha256``, as compact JSON with sorted keys.
+:func:`load_checkpoint` recomputes it and refuses a file whose tensor bytes, tensor names, dtypes or
+shapes, or document differ from what was written. Files of format version 1 (written before the hash
+existed) have none and load unverified; from version 2 on it is required.
 
 Loading never unpickles anything. Network classes are looked up in a fixed table of our own classes
 (:func:`network_registry`), never imported by a name read from the file, rebuilt from their
 ``init_kwargs`` and filled with ``load_state_dict(strict=True)``.
 
 :func:`load_checkpoint` also reads stylegan2-ada-pytorch ``.pkl`` snapshots through the restricted
-unpickler in :mod:`stylegan2_ada.legacy_pickle`. The format is detected from the file's first bytes,
-not its extension.
+unpickler in :mod:`stylegan2_ada.legacy_pickle`. The format is detected from the content, not the
+extension (:func:`detect_format`): native when the first 8 bytes are a plausible little-endian header
+length N, byte 9 opens a JSON object and the N header bytes are a JSON object whose tensors end exactly
+at the end of the file; only otherwise a pickle (protocol 2-5 signature, last byte pickle's STOP
+opcode). A native file is never taken for a pickle whatever its header length (e.g. one whose length's
+low bytes are ``0x80 0x02``), and a pickle cannot pass the native test (its 9th byte is never ``{``
+after a plausible length).
 """
 
 from __future__ import annotations
@@ -36,11 +53,10 @@ import json
 import os
 import platform
 import re
-import socket
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -56,8 +72,10 @@ __all__ = [
     "CheckpointNotFoundError",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "HASH_KEY",
     "METADATA_KEY",
     "build_network",
+    "content_sha256",
     "detect_format",
     "load_checkpoint",
     "load_network",
@@ -70,7 +88,10 @@ __all__ = [
 #: Key of our JSON document inside the safetensors ``__metadata__`` header.
 METADATA_KEY = "stylegan2_ada"
 FORMAT_NAME = "stylegan2_ada-checkpoint"
-FORMAT_VERSION = 1
+#: 2: the document holds :data:`HASH_KEY` (required) and no host name. 1: no content hash.
+FORMAT_VERSION = 2
+#: Key of the content hash in the JSON document (see the module docstring).
+HASH_KEY = "content_sha256"
 #: Tensor-name prefix of free (non-network) tensors.
 EXTRA_PREFIX = "extra"
 
@@ -86,6 +107,7 @@ _NETWORK_CLASS_LOCATIONS: Mapping[str, tuple[str, str]] = {
 
 _NETWORK_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_PICKLE_STOP = b"."  # the opcode every pickle ends with
 
 
 class CheckpointError(ValueError):
@@ -112,7 +134,7 @@ class Checkpoint:
             an augment pipe is present) and any other plain top-level entries under ``upstream_extra``.
         format: ``'native'`` or ``'upstream-pkl'``.
         path: the file read.
-        provenance: who wrote a native file (created, versions, host); ``{}`` for ``.pkl`` files.
+        provenance: when and with which versions a native file was written; ``{}`` for ``.pkl`` files.
     """
 
     networks: dict[str, nn.Module]
@@ -133,6 +155,25 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     with open(path, "rb") as file:
         while block := file.read(chunk_size):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def content_sha256(tensors: Mapping[str, torch.Tensor], document: Mapping[str, Any]) -> str:
+    """The content hash of a native checkpoint (module docstring): its tensors (by file name, e.g.
+    ``G/synthesis.b4.const``; CPU) and its JSON document (``content_sha256`` itself left out).
+
+    ``document`` must be as JSON gives it back (lists, string keys), so the writer hashes the parsed
+    text it writes and the reader the parsed text it reads.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # [nbytes]
+        entry = [name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), raw.numel()]
+        digest.update(json.dumps(entry).encode("utf-8") + b"\n")
+        digest.update(raw.numpy())
+    body = {key: value for key, value in document.items() if key != HASH_KEY}
+    digest.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -250,33 +291,43 @@ def _finish(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 def detect_format(path: str | os.PathLike[str]) -> CheckpointFormat:
-    """``'native'`` (safetensors) or ``'upstream-pkl'`` (pickle protocol >= 2), from the file's first bytes.
+    """``'native'`` (safetensors) or ``'upstream-pkl'`` (pickle protocol 2-5), from the file's content.
+
+    See the module docstring for the tests; the native one comes first and reads the whole header.
 
     Raises:
         CheckpointNotFoundError: no such file.
-        CheckpointError: unreadable, empty, truncated, or some other format (named when recognised).
+        CheckpointError: unreadable, empty, truncated, a damaged safetensors header, or some other
+            format (named when recognised).
     """
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
         with open(path, "rb") as file:
-            head = file.read(16)
+            size = os.fstat(file.fileno()).st_size
+            return _classify(path, file, size)
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{path}: network file not found") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a network file") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read network file: {exc.strerror or exc}") from exc
-    if len(head) == 0:
+
+
+def _classify(path: str, file: BinaryIO, size: int) -> CheckpointFormat:
+    head = file.read(16)
+    if not head:
         raise CheckpointError(f"{path}: file is empty")
+    header_len = _native_header_length(head)
+    if header_len is not None:
+        _check_native_layout(path, file, header_len, size)
+        return "native"
     if head[0] == 0x80 and len(head) >= 2 and 2 <= head[1] <= 5:
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != _PICKLE_STOP:
+            raise CheckpointError(
+                f"{path}: truncated or damaged pickle snapshot (it does not end with pickle's STOP opcode)"
+            )
         return "upstream-pkl"
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 0 < header_len <= _MAX_SAFETENSORS_HEADER:
-            if 8 + header_len > size:
-                raise CheckpointError(f"{path}: truncated safetensors file (header runs past the end)")
-            return "native"
     if head.startswith(b"PK\x03\x04"):
         raise CheckpointError(
             f"{path}: a zip archive (a torch.save file?), not a stylegan2_ada checkpoint or "
@@ -289,18 +340,65 @@ def detect_format(path: str | os.PathLike[str]) -> CheckpointFormat:
     )
 
 
+def _native_header_length(head: bytes) -> int | None:
+    """The header length N if ``head`` starts like a safetensors file (8-byte little-endian N in a
+    plausible range, then ``{``), else ``None``."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return header_len if 2 <= header_len <= _MAX_SAFETENSORS_HEADER else None
+
+
+def _check_native_layout(path: str, file: BinaryIO, header_len: int, size: int) -> None:
+    """The safetensors header is a JSON object whose tensors end exactly at the end of the file."""
+    if 8 + header_len > size:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file (the header runs past the end: {size} bytes)"
+        )
+    file.seek(8)
+    try:
+        header = json.loads(file.read(header_len).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: damaged safetensors header (not valid JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged safetensors header (not a JSON object)")
+    data_len = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+        ):
+            raise CheckpointError(
+                f"{path}: damaged safetensors header (tensor {name!r} has no valid offsets)"
+            )
+        data_len = max(data_len, offsets[1])
+    expected = 8 + header_len + data_len
+    if size < expected:
+        raise CheckpointError(
+            f"{path}: truncated safetensors file ({size} bytes; its header describes {expected})"
+        )
+    if size > expected:
+        raise CheckpointError(
+            f"{path}: damaged safetensors file ({size - expected} unexpected bytes after the tensor data)"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Saving.
 
 
 def _provenance() -> dict[str, Any]:
+    """When and with what a file was written: for reproducibility, nothing that names a machine or person."""
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "stylegan2_ada": package_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "host": socket.gethostname(),
     }
 
 
@@ -348,8 +446,9 @@ def save_checkpoint(
 
     Each network must be one of our classes (:func:`network_registry`, or ``registry``) with an
     ``init_kwargs`` attribute (JSON-able constructor keywords); its ``state_dict()`` tensors are stored
-    bit-exactly in their own dtype. The file is written to a temporary name in the same folder,
-    fsynced, then renamed over ``path``, so readers see the old file or the complete new one.
+    bit-exactly in their own dtype, with a content hash of tensors and metadata (module docstring).
+    The file is written to a temporary name in the same folder, fsynced, then renamed over ``path``, so
+    readers see the old file or the complete new one.
 
     Args:
         path: output file (conventionally ``*.safetensors``); its folder must exist.
@@ -402,6 +501,8 @@ def save_checkpoint(
         "metadata": dict(metadata or {}),
         "provenance": _provenance(),
     }
+    # Hash the document as a reader will parse it back (tuples as lists, keys as strings).
+    document[HASH_KEY] = content_sha256(flat, json.loads(_json_text(document, path)))
     header = {METADATA_KEY: _json_text(document, path)}
 
     from safetensors.torch import save_file  # local: keeps import of this module light
@@ -431,7 +532,8 @@ def load_checkpoint(
 
     Raises:
         CheckpointNotFoundError: the file does not exist.
-        CheckpointError: unreadable, truncated, malformed, or networks that cannot be rebuilt.
+        CheckpointError: unreadable, truncated, damaged (content hash mismatch), malformed, or networks
+            that cannot be rebuilt.
         legacy_pickle.UnsafePickleError: a ``.pkl`` that asks for anything outside the allow-list.
         legacy_pickle.LegacyPickleError: a malformed ``.pkl`` snapshot.
     """
@@ -480,11 +582,12 @@ def _load_native(
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: checkpoint metadata does not describe a '{FORMAT_NAME}'")
     version = document.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if type(version) is not int or version > FORMAT_VERSION or version < 1:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}; this version of stylegan2_ada reads "
-            f"version {FORMAT_VERSION} (a newer release wrote it?)"
+            f"versions 1 to {FORMAT_VERSION} (a newer release wrote it?)"
         )
+    _verify_content(path, flat, document, version)
     net_doc = document.get("networks")
     extra_names = document.get("tensors", [])
     metadata = document.get("metadata", {})
@@ -529,6 +632,22 @@ def _load_native(
         path=path,
         provenance=provenance if isinstance(provenance, dict) else {},
     )
+
+
+def _verify_content(path: str, flat: Mapping[str, torch.Tensor], document: dict, version: int) -> None:
+    """Refuse a file whose content hash is missing (format version >= 2) or does not match."""
+    expected = document.get(HASH_KEY)
+    if expected is None and version < 2:
+        return  # written before the hash existed
+    if not isinstance(expected, str):
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its content hash ('{HASH_KEY}') is missing or malformed"
+        )
+    if content_sha256(flat, document) != expected:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint: its tensors or metadata differ from what was written "
+            "(content hash mismatch); use another copy or an earlier snapshot"
+        )
 
 
 def _load_upstream_pkl(

@@ -5,7 +5,10 @@ Compatible with upstream stylegan2-ada-pytorch's ``generate.py``: the latent of 
 ``(img * 127.5 + 128).clamp(0, 255).to(torch.uint8)`` and files are named ``seed%04d.png``. Unlike
 upstream it also writes 1-channel networks (as 8-bit ``L`` PNGs; 3-channel ones as ``RGB``), runs on
 CPU or CUDA, batches, reads our native checkpoints as well as upstream ``.pkl`` snapshots (safely),
-writes every file atomically and records what it did in ``manifest.json``.
+writes every file atomically and records what it did in ``manifest.json`` (strict JSON; the network
+by file name and SHA-256, not by its folders, which may name a user or a site). Temporary files that a
+killed run left in the output folder are removed at the start (:func:`prepare_outdir`). Every float
+input must be finite; file-system failures are :class:`GenerationError` s naming the file.
 
 Noise (``noise_mode``):
 
@@ -21,10 +24,11 @@ Noise (``noise_mode``):
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,19 +40,20 @@ from torch import nn
 from stylegan2_ada import checkpoint as _checkpoint
 from stylegan2_ada import devices
 from stylegan2_ada import legacy_pickle as _legacy_pickle
-from stylegan2_ada.atomic import atomic_write, write_json_atomic
+from stylegan2_ada.atomic import clean_stale_temp_files, write_json_atomic, write_png_atomic
 
 __all__ = [
     "GenerationError",
     "GenerationResult",
     "MAX_SEED",
     "NOISE_MODES",
+    "check_truncation_psi",
     "class_label",
     "generate_images",
     "images_to_uint8",
     "parse_seeds",
+    "prepare_outdir",
     "resolve_device",
-    "save_png_atomic",
     "seed_latents",
     "select_generator",
     "synthesize",
@@ -58,6 +63,9 @@ NOISE_MODES: tuple[str, ...] = ("const", "random", "none")
 #: Largest seed numpy.random.RandomState accepts.
 MAX_SEED = 2**32 - 1
 MANIFEST_NAME = "manifest.json"
+#: Age from which a temporary file in ``outdir`` counts as left by a killed run and is removed: our PNG
+#: and JSON temporary files live for milliseconds, so a minute is ample for a concurrent run's.
+_STALE_TEMP_AGE_S = 60.0
 _NOISE_SEEDING_DOC = (
     "noise_mode 'random': each image's noise comes from torch.manual_seed(seed) (forked RNG), one image "
     "at a time, so a seed reproduces its image regardless of batch size and other seeds on the same "
@@ -125,6 +133,18 @@ def parse_seeds(text: str) -> list[int]:
         for seed in range(start, stop + 1):
             seeds.setdefault(seed)
     return list(seeds)
+
+
+def check_truncation_psi(psi: float) -> float:
+    """``psi`` as a float if it is finite; GenerationError (``param='trunc'``) for NaN, infinity or a
+    non-number (NaN would make every image black, infinity white)."""
+    try:
+        value = float(psi)
+    except (TypeError, ValueError):
+        raise GenerationError(f"truncation psi must be a number; got {psi!r}", param="trunc") from None
+    if not math.isfinite(value):
+        raise GenerationError(f"truncation psi must be a finite number; got {psi!r}", param="trunc")
+    return value
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -223,6 +243,7 @@ def synthesize(
         )
     if batch_size < 1:
         raise GenerationError(f"batch size must be at least 1; got {batch_size}", param="batch")
+    truncation_psi = check_truncation_psi(truncation_psi)
     device = torch.device(device)
     force_fp32 = device.type == "cpu"
     for start in range(0, len(seeds), batch_size):
@@ -259,17 +280,40 @@ def _synthesize_seeded(
 # Output.
 
 
-def save_png_atomic(image: np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Write uint8 ``[H, W, 1]`` as an 8-bit ``L`` PNG or ``[H, W, 3]`` as ``RGB``, atomically.
+def _first_file_in(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` (or ``path``) that is not a folder, if any."""
+    for candidate in reversed([path, *path.parents]):
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None
 
-    Written to a temporary file in the same folder, then renamed over ``path``.
+
+def prepare_outdir(outdir: str | os.PathLike[str]) -> Path:
+    """Create ``outdir`` if needed and remove temporary files a killed run left there.
+
+    Raises:
+        GenerationError: ``outdir`` is a file (``param='outdir'``), or it cannot be created (a part of
+            the path is a file, no permission, read-only file system, ...; ``param=None``).
     """
-    from PIL import Image
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise GenerationError(f"{out}: exists and is not a folder", param="outdir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = _first_file_in(out)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or str(exc)
+        raise GenerationError(f"cannot create the output folder {out}: {reason}") from None
+    clean_stale_temp_files(out, older_than_s=_STALE_TEMP_AGE_S)
+    return out
 
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise GenerationError(f"cannot save an image of shape {image.shape} / {image.dtype} as PNG")
-    pil = Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image, "RGB")
-    atomic_write(path, lambda f: pil.save(f, format="PNG"))
+
+def _write_output(write: Callable[[Path, Any], None], path: Path, content: Any) -> None:
+    """``write(path, content)``, with a file-system failure as a GenerationError naming the file."""
+    try:
+        write(path, content)
+    except OSError as exc:
+        raise GenerationError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _class_names(metadata: dict, c_dim: int) -> list[str] | None:
@@ -296,8 +340,9 @@ def generate_images(
     replaced (atomically).
 
     Raises:
-        GenerationError: with ``param`` naming the option at fault (missing/unreadable/unsafe network
-            file, class problems, bad device, ...).
+        GenerationError: with ``param`` naming the option at fault (missing/damaged/unsafe network file,
+            class problems, bad device, non-finite truncation, ...), or ``param=None`` for file-system
+            failures (network file unreadable, output folder not creatable or not writable).
     """
     from tqdm import tqdm
 
@@ -312,6 +357,7 @@ def generate_images(
         )
     if batch_size < 1:
         raise GenerationError(f"batch size must be at least 1; got {batch_size}", param="batch")
+    truncation_psi = check_truncation_psi(truncation_psi)
     device = resolve_device(device)
     network_path = os.path.abspath(os.fspath(network))
 
@@ -323,9 +369,7 @@ def generate_images(
     except IsADirectoryError:
         raise GenerationError(f"{network_path}: is a folder, not a network file", param="network") from None
     except OSError as exc:
-        raise GenerationError(
-            f"{network_path}: cannot read network file: {exc.strerror or exc}", param="network"
-        ) from exc
+        raise GenerationError(f"{network_path}: cannot read network file: {exc.strerror or exc}") from None
     except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
         raise GenerationError(str(exc), param="network") from exc
     key, G = select_generator(loaded.networks)
@@ -338,10 +382,7 @@ def generate_images(
     class_names = _class_names(loaded.metadata, c_dim)
     label = class_label(c_dim, class_idx, class_names)
 
-    out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise GenerationError(f"{out}: exists and is not a folder", param="outdir")
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_outdir(outdir)
 
     files: dict[int, Path] = {}
     with tqdm(total=len(seeds), unit="img", desc="Generating", disable=not progress) as bar:
@@ -355,14 +396,14 @@ def generate_images(
             device=device,
         ):
             path = out / f"seed{seed:04d}.png"
-            save_png_atomic(image, path)
+            _write_output(write_png_atomic, path, image)
             files[seed] = path
             bar.update(1)
 
     manifest = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "network": {
-            "path": network_path,
+            "file": os.path.basename(network_path),  # not the folders: user names, sites
             "sha256": network_sha256,
             "format": loaded.format,
             "generator": key,
@@ -373,7 +414,7 @@ def generate_images(
         "seeds": seeds,
         "class": class_idx,
         "class_name": class_names[class_idx] if class_names is not None and class_idx is not None else None,
-        "truncation_psi": float(truncation_psi),
+        "truncation_psi": truncation_psi,
         "noise_mode": noise_mode,
         "noise_seeding": _NOISE_SEEDING_DOC,
         "latents": "numpy.random.RandomState(seed).randn(1, z_dim)",
@@ -390,5 +431,5 @@ def generate_images(
         "images": [{"seed": seed, "file": path.name} for seed, path in files.items()],
     }
     manifest_path = out / MANIFEST_NAME
-    write_json_atomic(manifest_path, manifest)
+    _write_output(write_json_atomic, manifest_path, manifest)
     return GenerationResult(files=files, manifest_path=manifest_path, manifest=manifest)

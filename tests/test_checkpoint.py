@@ -6,7 +6,10 @@ import copy
 import hashlib
 import json
 import os
+import pickle
 import shutil
+import socket
+import struct
 import zipfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from checkpoint_helpers import PICKLE_LOOKING_HEADER_LENGTHS, header_length, save_with_header_length
 from conftest import FIXTURE_NPZ, FIXTURE_PKL, needs_fixture  # noqa: E402
 from torch import nn
 
@@ -120,11 +124,11 @@ def test_native_round_trip_is_exact(tmp_path, tiny_networks):
         assert _raw(loaded.tensors[name]) == _raw(tensor), name
     assert float(loaded.networks["augment_pipe"].p) == 0.375
     assert loaded.provenance["torch"] == torch.__version__ and loaded.provenance["numpy"] == np.__version__
-    assert (
-        "created" in loaded.provenance
-        and "host" in loaded.provenance
-        and "stylegan2_ada" in loaded.provenance
-    )
+    assert set(loaded.provenance) == {"created", "stylegan2_ada", "torch", "numpy", "python"}
+
+    # Nothing in the header names this machine or its user (the file may be shared).
+    header_text = path.read_bytes()[8 : 8 + int.from_bytes(path.read_bytes()[:8], "little")].decode()
+    assert socket.gethostname() not in header_text and str(tmp_path) not in header_text
 
     # The header really is safetensors + one JSON document, readable without our code.
     with safetensors.safe_open(str(path), framework="pt") as file:
@@ -201,6 +205,10 @@ def test_format_is_detected_by_content_not_extension(tmp_path, tiny_networks):
 
 
 def _write_native(path: Path, tensors: dict, document: dict | None) -> None:
+    """A safetensors file with ``document`` as our metadata and a matching content hash (as a careless
+    or hostile writer that knows the format would produce), so the checks after the hash are reached."""
+    if document is not None and ckpt.HASH_KEY in document:
+        document = dict(document, **{ckpt.HASH_KEY: ckpt.content_sha256(tensors, document)})
     header = None if document is None else {ckpt.METADATA_KEY: json.dumps(document)}
     safetensors.torch.save_file(tensors, str(path), metadata=header)
 
@@ -331,3 +339,119 @@ def test_load_to_cuda(tmp_path, tiny_networks):
     for module in loaded.networks.values():
         assert all(t.device.type == "cuda" for t in module.state_dict().values())
     assert loaded.tensors["t"].device.type == "cuda"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 8: format detection that a header length cannot fool; the content hash.
+
+
+@pytest.mark.parametrize("length", PICKLE_LOOKING_HEADER_LENGTHS)
+def test_header_length_that_starts_like_a_pickle_is_still_native(tmp_path, tiny_networks, length):
+    """Issue 8 defect 1, deterministically: a header of 66176 (0x010280) bytes made the file start
+    with 0x80 0x02, which was taken for a pickle ('not a readable pickle ... KeyError(1)')."""
+    path = save_with_header_length(
+        tmp_path / "network-snapshot-000000.056.safetensors", length, networks=tiny_networks
+    )
+    assert header_length(path) == length
+    assert path.read_bytes()[0] == 0x80 and 2 <= path.read_bytes()[1] <= 5
+    assert ckpt.detect_format(path) == "native"
+    loaded = ckpt.load_checkpoint(path)
+    for name, module in tiny_networks.items():
+        _assert_same_module(module, loaded.networks[name])
+
+
+def test_pickles_are_detected_by_signature_and_stop_byte(tmp_path):
+    whole = tmp_path / "whole.pkl"
+    whole.write_bytes(pickle.dumps({"G": None}, protocol=4))
+    assert ckpt.detect_format(whole) == "upstream-pkl"
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(pickle.dumps({"G": list(range(100))}, protocol=4)[:-7])
+    with pytest.raises(ckpt.CheckpointError, match="STOP") as info:
+        ckpt.load_checkpoint(cut)
+    assert str(cut) in str(info.value)
+
+
+def _header_and_data(path: Path) -> tuple[int, bytes]:
+    data = path.read_bytes()
+    return 8 + header_length(path), data
+
+
+def test_flipped_tensor_bytes_are_refused_with_the_file_named(tmp_path, tiny_networks):
+    path = tmp_path / "snap.safetensors"
+    ckpt.save_checkpoint(path, networks=tiny_networks, tensors={"t": torch.arange(10.0)})
+    start, data = _header_and_data(path)
+    for offset in (start, start + (len(data) - start) // 2, len(data) - 1):
+        damaged = tmp_path / f"damaged-{offset}.safetensors"
+        damaged.write_bytes(data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :])
+        with pytest.raises(ckpt.CheckpointError, match="content hash mismatch") as info:
+            ckpt.load_checkpoint(damaged)
+        assert str(damaged) in str(info.value)
+
+
+def test_changed_metadata_that_is_still_valid_json_is_refused(tmp_path, tiny_networks):
+    path = tmp_path / "snap.safetensors"
+    ckpt.save_checkpoint(
+        path, networks={"G": tiny_networks["G"]}, metadata={"class_names": ["normal", "abnormal"]}
+    )
+    data = path.read_bytes()
+    assert data.count(b"abnormal") == 1
+    path.write_bytes(data.replace(b"abnormal", b"abnormam"))
+    with pytest.raises(ckpt.CheckpointError, match="content hash mismatch"):
+        ckpt.load_checkpoint(path)
+
+
+def test_hash_covers_tensor_names_dtypes_and_shapes():
+    doc = {"format": ckpt.FORMAT_NAME, "metadata": {}}
+    base = ckpt.content_sha256({"a": torch.zeros(4), "b": torch.ones(2)}, doc)
+    assert base == ckpt.content_sha256({"b": torch.ones(2), "a": torch.zeros(4)}, doc)  # order-free
+    assert base == ckpt.content_sha256({"a": torch.zeros(4), "b": torch.ones(2)}, {**doc, ckpt.HASH_KEY: "x"})
+    for other in (
+        {"c": torch.zeros(4), "b": torch.ones(2)},  # renamed
+        {"a": torch.zeros(4, dtype=torch.int32), "b": torch.ones(2)},  # same bytes, other dtype
+        {"a": torch.zeros(2, 2), "b": torch.ones(2)},  # same bytes, other shape
+        {"a": torch.zeros(4), "b": torch.tensor([1.0, -1.0])},  # other bytes
+    ):
+        assert ckpt.content_sha256(other, doc) != base
+    assert (
+        ckpt.content_sha256({"a": torch.zeros(4), "b": torch.ones(2)}, {**doc, "metadata": {"k": 1}}) != base
+    )
+
+
+def test_format_version_1_files_without_hash_still_load(tmp_path, tiny_networks):
+    """Snapshots written before the hash existed (format version 1, with a host name) load unverified."""
+    good = tmp_path / "good.safetensors"
+    ckpt.save_checkpoint(good, networks={"G": tiny_networks["G"]}, metadata={"cur_nimg": 5})
+    document = json.loads(safetensors.safe_open(str(good), "pt").metadata()[ckpt.METADATA_KEY])
+    tensors = safetensors.torch.load_file(str(good))
+    old = {k: v for k, v in document.items() if k != ckpt.HASH_KEY}
+    old["format_version"] = 1
+    old["provenance"] = dict(old["provenance"], host="old-workstation")
+    v1 = tmp_path / "v1.safetensors"
+    _write_native(v1, tensors, old)
+    loaded = ckpt.load_checkpoint(v1)
+    assert loaded.metadata == {"cur_nimg": 5} and loaded.provenance["host"] == "old-workstation"
+    _assert_same_module(tiny_networks["G"], loaded.networks["G"])
+
+    unhashed_v2 = tmp_path / "v2-without-hash.safetensors"
+    _write_native(unhashed_v2, tensors, dict(old, format_version=2))
+    with pytest.raises(ckpt.CheckpointError, match="content hash .* missing") as info:
+        ckpt.load_checkpoint(unhashed_v2)
+    assert str(unhashed_v2) in str(info.value)
+
+
+def test_damaged_headers_and_sizes_give_clear_errors(tmp_path, tiny_networks):
+    path = tmp_path / "snap.safetensors"
+    ckpt.save_checkpoint(path, networks={"G": tiny_networks["G"]})
+    start, data = _header_and_data(path)
+    cases = {
+        "extended": (data + b"\0" * 3, "3 unexpected bytes"),
+        "truncated": (data[:-1], "truncated"),
+        "bad-json": (data[:9] + b"\xff" + data[10:], "damaged safetensors header"),
+        "length-too-long": (struct.pack("<Q", start - 8 + 1) + data[8:], "damaged safetensors header"),
+    }
+    for name, (content, expected) in cases.items():
+        damaged = tmp_path / f"{name}.safetensors"
+        damaged.write_bytes(content)
+        with pytest.raises(ckpt.CheckpointError, match=expected) as info:
+            ckpt.load_checkpoint(damaged)
+        assert str(damaged) in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -9,12 +10,15 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import save_with_header_length
 from click.testing import CliRunner
+from conftest import tiny_g_kwargs
 from PIL import Image
 
 from stylegan2_ada import checkpoint as ckpt
@@ -352,3 +356,125 @@ def test_script_runs_as_a_program(tmp_path, uncond_rgb):
         and (out / "manifest.json").is_file()
     )
     assert "Wrote 2 images" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 8: non-finite numbers, file-system failures, stale temporary files, pickle-looking headers.
+
+
+def _one_error_line(result) -> str:
+    """The output of a failed run: exactly one line, ``Error: ...`` (no usage text, no traceback)."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("psi", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_non_finite_truncation_is_refused(tmp_path, uncond_rgb, psi):
+    out = tmp_path / "o"
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(out), "--trunc", psi)
+    assert result.exit_code == 2 and "'--trunc'" in result.output and "finite" in result.output
+    assert not out.exists()
+    with pytest.raises(generation.GenerationError, match="finite") as info:
+        generation.generate_images(uncond_rgb, [0], out, truncation_psi=float(psi), progress=False)
+    assert info.value.param == "trunc" and not out.exists()
+
+
+def test_manifest_is_strict_json(tmp_path, uncond_rgb):
+    result = generation.generate_images(uncond_rgb, [0], tmp_path / "o", truncation_psi=-0.5, progress=False)
+
+    def refuse(constant: str):
+        raise AssertionError(f"manifest holds {constant}, which is not JSON")
+
+    manifest = json.loads(result.manifest_path.read_text(), parse_constant=refuse)
+    assert manifest["truncation_psi"] == -0.5
+    assert (
+        manifest["network"]["file"] == uncond_rgb.name
+        and str(tmp_path) not in result.manifest_path.read_text()
+    )
+
+
+def test_outdir_below_a_file_is_one_error_line(tmp_path, uncond_rgb):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(afile / "sub" / "deeper"))
+    assert result.exit_code == 1
+    assert f"{afile} is a file, not a folder" in _one_error_line(result)
+    assert afile.read_text() == "not a folder"
+
+
+def test_outdir_that_refuses_writes_is_one_error_line(tmp_path, uncond_rgb, monkeypatch):
+    """A read-only file system (simulated: root may write anywhere, so chmod cannot show it here)."""
+    from stylegan2_ada import atomic
+
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.dirname(path))
+
+    monkeypatch.setattr(atomic, "_temp_beside", read_only)
+    out = tmp_path / "o"
+    result = _run("--network", str(uncond_rgb), "--seeds", "0-2", "--outdir", str(out))
+    assert result.exit_code == 1
+    line = _one_error_line(result)
+    assert "cannot write" in line and "seed0000.png" in line and "Read-only file system" in line
+    assert list(out.iterdir()) == []
+
+
+def test_unreadable_network_file_is_one_error_line(tmp_path, uncond_rgb, monkeypatch):
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(ckpt, "sha256_file", unreadable)
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    line = _one_error_line(result)
+    assert str(uncond_rgb) in line and "Permission denied" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions (the simulated tests cover it)")
+def test_read_only_outdir_and_unreadable_network_for_real(tmp_path, uncond_rgb):
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o555)
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(read_only))
+    assert result.exit_code == 1 and "Permission denied" in _one_error_line(result)
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(read_only / "sub"))
+    assert result.exit_code == 1 and "Permission denied" in _one_error_line(result)
+    uncond_rgb.chmod(0)
+    result = _run("--network", str(uncond_rgb), "--seeds", "0", "--outdir", str(tmp_path / "o"))
+    assert result.exit_code == 1 and "Permission denied" in _one_error_line(result)
+
+
+def test_stale_temporary_files_in_outdir_are_removed(tmp_path, uncond_rgb):
+    out = tmp_path / "o"
+    out.mkdir()
+    old = time.time() - 3600
+    for name in (
+        ".seed0000.png.0123456789ab.tmp",
+        ".tmpAb3xZ9",
+        ".notes.tmp",
+        ".seed0001.png.fresh00000000.tmp",
+    ):
+        (out / name).write_bytes(b"x")
+        os.utime(out / name, (old, old))
+    (out / ".manifest.json.abcdefabcdef.tmp").write_bytes(b"x")  # fresh: maybe a concurrent run's
+    generation.generate_images(uncond_rgb, [0], out, progress=False)
+    assert sorted(os.listdir(out)) == [
+        ".manifest.json.abcdefabcdef.tmp",
+        ".notes.tmp",
+        ".seed0001.png.fresh00000000.tmp",  # 'fresh0000000' is not hex: not ours
+        "manifest.json",
+        "seed0000.png",
+    ]
+
+
+def test_network_whose_header_length_looks_like_a_pickle(tmp_path):
+    """Issue 8 defect 1 through generate.py: 'not a readable pickle ... KeyError(1)' before the fix."""
+    torch.manual_seed(0)
+    G = networks_mod.Generator(**tiny_g_kwargs(c_dim=0, channels=3))
+    network = save_with_header_length(
+        tmp_path / "network-snapshot-000000.056.safetensors", 0x010280, networks={"G_ema": G}
+    )
+    assert network.read_bytes()[:2] == b"\x80\x02"
+    out = tmp_path / "out"
+    assert _run("--network", str(network), "--seeds", "0", "--outdir", str(out)).exit_code == 0
+    np.testing.assert_array_equal(_pixels(out / "seed0000.png"), _expected(network, 0, None, 1.0))

@@ -1,5 +1,6 @@
 """Resume: a resumed run continues exactly (kimg, optimizer, ADA p, pl_mean, EMA, RNG, plugin state);
-SIGKILL then ``--resume latest``; snapshots survive a failure mid-write; upstream .pkl transfer."""
+SIGKILL then ``--resume latest``; snapshots survive a failure mid-write; upstream .pkl transfer;
+unusable resume files give one-line errors; snapshots name no machine or person."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoint_helpers import save_with_header_length
 from sg2_training_support.data import REPO, TESTS_DIR, make_shapes, tiny_args
 
 from stylegan2_ada import checkpoint as checkpoint_module
-from stylegan2_ada.checkpoint import CheckpointError, load_checkpoint
+from stylegan2_ada.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stylegan2_ada.training import cli
-from stylegan2_ada.training.snapshots import list_snapshots, load_resume_checkpoint
+from stylegan2_ada.training.snapshots import ResumeError, list_snapshots, load_resume_checkpoint, shareable
 
 PLUGIN = "sg2_training_support.extra_loss"
 
@@ -163,7 +166,7 @@ def test_crash_while_writing_a_snapshot_leaves_the_previous_one_intact(tmp_path:
     bad_dir.mkdir()
     (bad_dir / "network-snapshot-000009.safetensors").write_bytes(old.read_bytes()[:1000])
     assert list_snapshots(tmp_path / "runs")[0].parent == bad_dir
-    with pytest.warns(UserWarning, match="skipping unreadable snapshot"):
+    with pytest.warns(UserWarning, match="skipping unusable snapshot.*truncated"):
         ckpt = load_resume_checkpoint("latest", tmp_path / "runs")
     assert Path(ckpt.path) == old
 
@@ -226,3 +229,118 @@ def test_resume_from_upstream_pkl_takes_the_weights(tmp_path: Path, upstream_pkl
         )  # buffers are copied from G
         torch.testing.assert_close(v, expected, rtol=0, atol=1e-5, msg=f"G_ema.{k}")
     assert result.state.cur_nimg == 4  # transfer learning starts the counter at 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 8: unusable resume files give one-line ResumeErrors; snapshots name no machine or person and
+# clean the temporary files of killed saves.
+
+STALE = [".network-snapshot-000004.safetensors.0123456789ab.tmp", ".tmpAb3xZ9"]
+KEPT = [".notes.tmp", ".tmpQw9Er7"]  # a user's file; a fresh temp file (maybe a live writer's)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, object]:
+    """One tiny run (1 step, 1 snapshot) under ``runs/``, beside a run folder a killed save left dirty."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("trained")
+    data = make_shapes(root / "shapes", n=4)
+    killed = root / "runs" / "00000-killed"
+    killed.mkdir(parents=True)
+    for name in STALE + KEPT:
+        (killed / name).write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    for name in STALE + KEPT[:1]:
+        os.utime(killed / name, (old, old))
+    try:
+        result = cli.main(tiny_args(root / "runs", data, kimg=0.004), standalone_mode=False)
+    finally:
+        torch.set_num_threads(threads)
+    return root, data, result
+
+
+def test_snapshot_save_removes_temp_files_of_killed_saves(trained) -> None:
+    root, _, result = trained
+    assert sorted(os.listdir(root / "runs" / "00000-killed")) == sorted(KEPT)
+    assert result.snapshots and not [p for p in result.run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_snapshot_names_no_machine_or_person(trained) -> None:
+    root, data, result = trained
+    snapshot = result.snapshots[-1]
+    loaded = load_checkpoint(snapshot)
+    assert "host" not in loaded.provenance
+    options = loaded.metadata["training_options"]
+    assert options["data"] == data.name == "shapes" and options["outdir"] == "runs"
+    header = snapshot.read_bytes()[8 : 8 + int.from_bytes(snapshot.read_bytes()[:8], "little")].decode()
+    assert str(root) not in header and socket.gethostname() not in header
+    local = json.loads((result.run_dir / "training_options.json").read_text())  # stays on the machine
+    assert local["data"] == str(data)
+
+
+def test_shareable_reduces_paths_to_their_last_component() -> None:
+    assert shareable(
+        {"data": "/home/ann/site-3/spine/", "labels": "rel/dir/labels.csv", "cfg": "auto", "n": 3, "x": None}
+    ) == {"data": "spine", "labels": "labels.csv", "cfg": "auto", "n": 3, "x": None}
+    assert shareable({"plugin_options": {"files": ["/a/b.csv", "c.csv"]}}) == {
+        "plugin_options": {"files": ["b.csv", "c.csv"]}
+    }
+    assert shareable("/") == "/" and shareable(None) is None
+
+
+def test_resume_latest_from_a_snapshot_whose_header_length_looks_like_a_pickle(trained, tmp_path) -> None:
+    """Issue 8 defect 1: 'generate' failed and '--resume latest' crashed with a traceback."""
+    _, data, result = trained
+    snap = load_checkpoint(result.snapshots[-1])
+    crafted = tmp_path / "runs" / "00000-crafted" / result.snapshots[-1].name
+    crafted.parent.mkdir(parents=True)
+    save_with_header_length(
+        crafted, 0x010280, networks=snap.networks, tensors=snap.tensors, metadata=snap.metadata
+    )
+    assert crafted.read_bytes()[:2] == b"\x80\x02"
+    torch.set_num_threads(1)
+    resumed = cli.main(
+        tiny_args(tmp_path / "runs", data, "--resume", "latest", kimg=0.008), standalone_mode=False
+    )
+    assert (
+        resumed.state.cur_nimg == 8 and "Resumed at 0.004 kimg" in (resumed.run_dir / "log.txt").read_text()
+    )
+
+
+def _one_line_resume_error(spec: str, outdir: Path, *expected: str) -> str:
+    with pytest.raises(ResumeError) as info:
+        load_resume_checkpoint(spec, outdir)
+    message = str(info.value)
+    assert "\n" not in message and all(e in message for e in expected), message
+    return message
+
+
+def test_unusable_resume_files_give_one_line_errors(trained, tmp_path) -> None:
+    _, _, result = trained
+    good = result.snapshots[-1].read_bytes()
+    outdir = tmp_path / "runs"
+    run = outdir / "00000-x"
+    run.mkdir(parents=True)
+
+    flipped = run / "network-snapshot-000000.004.safetensors"
+    flipped.write_bytes(good[:-10] + bytes([good[-10] ^ 0x10]) + good[-9:])
+    _one_line_resume_error(str(flipped), outdir, f"--resume {flipped}: ", "content hash mismatch")
+    with pytest.warns(UserWarning, match="skipping unusable snapshot"):
+        _one_line_resume_error("latest", outdir, "none of the 1 snapshots", str(flipped))
+
+    # Looks like a pickle (signature, STOP byte) but is garbage: the .pkl reader's error, not a traceback.
+    pickle_like = run / "network-snapshot-000009.safetensors"
+    pickle_like.write_bytes(b"\x80\x02" + bytes(range(7, 200)) + b".")
+    _one_line_resume_error(str(pickle_like), outdir, str(pickle_like), "pickle")
+    with pytest.warns(UserWarning, match="skipping unusable snapshot"):
+        _one_line_resume_error("latest", outdir, "none of the 2 snapshots")
+
+    # A training snapshot whose training state is incomplete (hash intact: written that way).
+    snap = load_checkpoint(result.snapshots[-1])
+    for name, broken in (("no-counter", {"training_state": {}}), ("no-rng", {"rng": [{}]})):
+        path = tmp_path / f"{name}.safetensors"
+        save_checkpoint(
+            path, networks=snap.networks, tensors=snap.tensors, metadata={**snap.metadata, **broken}
+        )
+        _one_line_resume_error(str(path), outdir, str(path), "incomplete training snapshot")

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from stylegan2_ada.atomic import atomic_write
+from stylegan2_ada.atomic import write_png_atomic
 
 SMALL_RES_CAP = 16
 
@@ -110,9 +109,7 @@ def save_image_grid(
     drange: Sequence[float] = (-1, 1),
 ) -> None:
     """Save [gw*gh, C, H, W] images in ``drange`` as one PNG (``L`` for 1 channel, ``RGB`` for 3), atomically."""
-    arr = images_to_grid(images, grid_size, drange)
-    pil = Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB")
-    atomic_write(path, lambda f: pil.save(f, format="PNG"))
+    write_png_atomic(path, images_to_grid(images, grid_size, drange))
 
 
 def real_grid_images(dataset: Any, indices: Sequence[int]) -> np.ndarray:

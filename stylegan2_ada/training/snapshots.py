@@ -10,12 +10,24 @@ the networks ``G``, ``D``, ``G_ema`` and ``augment_pipe`` and everything needed 
   (numpy and python states per rank), ``plugins`` (each plugin's ``plugin_state``),
   ``training_options``, ``resumed_from``, ``class_names``.
 
+A snapshot is a file people share, so it names no machine or person: ``save_checkpoint`` records no
+host name, and every path in ``training_options`` and ``resumed_from`` (data, outdir, resume, plugin
+files) is reduced to its last component, since folder names often hold user, site or patient names.
+The run folder's ``training_options.json``, which stays on the machine, keeps the full paths.
+
 The checkpoint is written to a temporary file and renamed (see ``save_checkpoint``), so a crash leaves
-the previous snapshots untouched; older snapshots are kept.
+the previous snapshots untouched; older snapshots are kept. Temporary files that a killed run left in
+the run folders under the same outdir are removed when a snapshot is saved
+(:func:`stylegan2_ada.atomic.clean_stale_temp_files`).
+
+Resuming (:func:`load_resume_checkpoint`) raises :class:`ResumeError`, with a one-line message naming
+the file and the problem, for anything that makes a file unusable: missing, unreadable, damaged
+(content hash mismatch), not a snapshot, or a training snapshot with incomplete training state.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import warnings
@@ -28,7 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from stylegan2_ada.atomic import clean_stale_temp_files
 from stylegan2_ada.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from stylegan2_ada.legacy_pickle import LegacyPickleError
 
 SNAPSHOT_PREFIX = "network-snapshot-"
 SNAPSHOT_SUFFIX = ".safetensors"
@@ -38,7 +52,12 @@ SNAPSHOT_KIND = "stylegan2_ada-training-snapshot"
 
 
 class ResumeError(ValueError):
-    """``--resume`` cannot be honoured (no snapshot, wrong network, ...); the message says why."""
+    """``--resume`` cannot be honoured (no snapshot, unreadable or damaged file, wrong network, ...); the
+    message is one line that names the file and says why, for a command line to print as it is."""
+
+
+#: What loading a file can raise when the file itself is unusable (nothing else is expected).
+_UNUSABLE_FILE_ERRORS = (CheckpointError, LegacyPickleError, OSError)
 
 
 @dataclass
@@ -162,11 +181,40 @@ def save_snapshot(
         "augment_p": float(augment_pipe.p) if augment_pipe is not None else None,
         "rng": rng_meta,
         "plugins": dict(plugin_states),
-        "training_options": dict(training_options),
-        "resumed_from": resumed_from,
+        "training_options": shareable(dict(training_options)),
+        "resumed_from": shareable(resumed_from),
         "class_names": class_names,
     }
+    clean_run_folders(Path(path).parent)
     save_checkpoint(path, networks=networks, tensors=tensors, metadata=metadata)
+
+
+def shareable(value: Any) -> Any:
+    """``value`` with every string that is a path (holds ``/`` or the system's separator) reduced to its
+    last component, in nested dicts and lists too: ``'/home/ann/site-3/data'`` -> ``'data'``."""
+    if isinstance(value, str):
+        separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+        if any(sep in value for sep in separators):
+            trimmed = value.rstrip("".join(separators))
+            return trimmed.replace(os.sep, "/").rsplit("/", 1)[-1] if trimmed else value
+        return value
+    if isinstance(value, Mapping):
+        return {key: shareable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shareable(item) for item in value]
+    return value
+
+
+def clean_run_folders(run_dir: str | Path) -> list[Path]:
+    """Remove stale temporary files (a killed save's) from ``run_dir`` and, when it is a run folder
+    (``NNNNN-...``), from the other run folders beside it. Returns the files removed."""
+    run_dir = Path(run_dir)
+    folders = [run_dir]
+    if _RUN_RE.match(run_dir.name) and run_dir.parent.is_dir():
+        folders += [
+            f for f in run_dir.parent.iterdir() if f != run_dir and _RUN_RE.match(f.name) and f.is_dir()
+        ]
+    return [removed for folder in folders for removed in clean_stale_temp_files(folder)]
 
 
 # ---------------------------------------------------------------------------------------------- finding
@@ -199,8 +247,12 @@ def load_resume_checkpoint(spec: str, outdir: str | Path) -> Checkpoint:
     """Load ``--resume`` ``spec``: a path (native snapshot or upstream ``.pkl``) or ``latest``.
 
     ``latest`` is the newest snapshot of the run folders under ``outdir`` (highest run index, then
-    highest kimg); an unreadable one (e.g. damaged by hand) is skipped with a warning. Raises
-    :class:`ResumeError` with a clear message when nothing usable is found.
+    highest kimg); an unusable one (e.g. damaged on disk) is skipped with a warning naming it and the
+    problem. A training snapshot's training state is checked here too, before anything is built.
+
+    Raises:
+        ResumeError: the file is missing, unreadable, damaged, or an incomplete training snapshot; or,
+            for ``latest``, no snapshot under ``outdir`` is usable.
     """
     if spec == "latest":
         candidates = list_snapshots(outdir)
@@ -208,24 +260,37 @@ def load_resume_checkpoint(spec: str, outdir: str | Path) -> Checkpoint:
             raise ResumeError(
                 f"--resume latest: no {SNAPSHOT_PREFIX}*{SNAPSHOT_SUFFIX} in the run folders under {outdir}"
             )
+        problems: list[ResumeError] = []
         for path in candidates:
             try:
-                ckpt = load_checkpoint(path, device="cpu")
-            except (CheckpointError, OSError) as exc:
-                warnings.warn(f"--resume latest: skipping unreadable snapshot {path}: {exc}", stacklevel=2)
-                continue
-            return ckpt
+                return _load_usable(path)
+            except ResumeError as exc:
+                warnings.warn(f"--resume latest: skipping unusable snapshot: {exc}", stacklevel=2)
+                problems.append(exc)
         raise ResumeError(
-            f"--resume latest: none of the {len(candidates)} snapshots under {outdir} could be read"
+            f"--resume latest: none of the {len(candidates)} snapshots under {outdir} can be used; "
+            f"the newest: {problems[0]}"
         )
     if not Path(spec).is_file():
         raise ResumeError(
             f"--resume {spec}: no such file (give a snapshot path, an upstream .pkl, or 'latest')"
         )
     try:
-        return load_checkpoint(spec, device="cpu")
-    except Exception as exc:  # CheckpointError, legacy pickle errors: all mean "cannot use this file"
-        raise ResumeError(f"--resume {spec}: {exc}") from exc
+        return _load_usable(spec)
+    except ResumeError as exc:
+        raise ResumeError(f"--resume {exc}") from exc
+
+
+def _load_usable(path: str | Path) -> Checkpoint:
+    """Load a resume candidate; ResumeError ``'<path>: <problem>'`` if it cannot be used."""
+    try:
+        ckpt = load_checkpoint(path, device="cpu")
+    except _UNUSABLE_FILE_ERRORS as exc:
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise ResumeError(message) from exc
+    if is_training_snapshot(ckpt):
+        parse_resume_data(ckpt)  # the training state is complete (raises ResumeError naming the file)
+    return ckpt
 
 
 def is_training_snapshot(ckpt: Checkpoint) -> bool:
@@ -245,10 +310,25 @@ class ResumeData:
 
 
 def parse_resume_data(ckpt: Checkpoint) -> ResumeData:
-    """Split a native training snapshot into the pieces the loop restores."""
+    """Split a native training snapshot into the pieces the loop restores.
+
+    Raises:
+        ResumeError: not a training snapshot, or one whose training state is incomplete or malformed.
+    """
     if not is_training_snapshot(ckpt):
         raise ResumeError(f"{ckpt.path}: a native checkpoint but not a training snapshot (no training state)")
+    try:
+        return _parse_resume_data(ckpt)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ResumeError(
+            f"{ckpt.path}: incomplete training snapshot (its training state cannot be read: {exc!r})"
+        ) from exc
+
+
+def _parse_resume_data(ckpt: Checkpoint) -> ResumeData:
     meta = ckpt.metadata
+    if "cur_nimg" not in meta["training_state"]:  # the one counter every reader needs
+        raise KeyError("training_state.cur_nimg")
     opt_states: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
     for key, t in ckpt.tensors.items():
         parts = key.split("/")
