@@ -201,6 +201,28 @@ INT_VALID = {
 }
 
 
+# Integer options without a combination rule in a dry run on 4 images (no --batch/--gpus/--subset/--freezed
+# interplay), so that a valid value alone must be accepted on the command line.
+INT_ALONE = ["snap", "cbase", "cmax", "map_depth", "seed", "workers", "max_classes", "max_bad_images"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=st.sampled_from(INT_ALONE), value=st.integers(-(2**40), 2**40) | st.sampled_from([0, 1, -1, 2**32])
+)
+def test_int_options_on_the_command_line(shapes: Path, name: str, value: int) -> None:
+    spec = SPECS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        outdir = Path(tmp) / "runs"
+        if INT_VALID[name](value):
+            assert getattr(dry_run(outdir, shapes, spec.flag_name, str(value)), name) == value
+        else:
+            with pytest.raises(click.UsageError) as err:
+                dry_run(outdir, shapes, spec.flag_name, str(value))
+            assert spec.flag_name in err.value.message
+        assert not outdir.exists()
+
+
 def test_every_numeric_option_has_a_property_test() -> None:
     numeric = {s.name for s in OPTION_SPECS if s.type in (int, float)}
     assert numeric == set(VALID) | set(INT_VALID)

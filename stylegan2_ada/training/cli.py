@@ -29,6 +29,7 @@ from stylegan2_ada.training.options import (
     check_outdir,
     resolve_device,
     resolve_options,
+    with_cli_defaults,
 )
 
 
@@ -129,12 +130,12 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
 
-    core = {k: v for k, v in raw.items() if k in CLI_DEFAULTS}
+    core = with_cli_defaults({k: v for k, v in raw.items() if k in CLI_DEFAULTS})
     plugin_opts = {k: v for k, v in raw.items() if k not in CLI_DEFAULTS}
     try:
         check_cli(core)
         check_outdir(core["outdir"])
-        device = resolve_device(core.get("device"))
+        device = resolve_device(core["device"])
         if pm is not None:
             pm.hook.validate_options(options=dict(raw))
         if core["data"] == DEMO_NAME and not os.path.exists(DEMO_NAME):
@@ -142,18 +143,18 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             core["data"] = raw["data"] = str(
                 make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME))
             )
-        ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core.get("resume") else None
+        ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core["resume"] else None
         rinfo = resume_info(ckpt) if ckpt is not None else None
-        use_labels = bool(core.get("cond"))
+        use_labels = bool(core["cond"])
         try:
             ds = open_training_dataset(
                 core["data"],
                 cond=use_labels,
-                mirror=bool(core.get("mirror")),
-                subset=core.get("subset"),
-                seed=int(core.get("seed") or 0),
+                mirror=bool(core["mirror"]),
+                subset=core["subset"],
+                seed=int(core["seed"]),
                 outdir=core["outdir"],
-                max_classes=int(core.get("max_classes") or CLI_DEFAULTS["max_classes"]),
+                max_classes=int(core["max_classes"]),
                 pm=pm,
                 options=raw,
             )
