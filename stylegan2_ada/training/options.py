@@ -202,7 +202,10 @@ class OptionSpec:
             return f"{self.flag_name} must be one of {', '.join(self.choices)}, got {value!r}"
         if self.check is None:
             return None
-        what = self.check.problem(value) if isinstance(self.check, Range) else self.check(value)
+        if isinstance(self.check, Range):
+            what = self.check.problem(value)
+            return None if what is None else f"{self.flag_name} {what}, got {value}"
+        what = self.check(value)
         return None if what is None else f"{self.flag_name} {what}"
 
     def resolve(self, value: Any, r: Resolution) -> Any:
