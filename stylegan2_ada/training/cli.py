@@ -2,8 +2,10 @@
 
 Plugins add options, so the command is built in two steps: the raw arguments are scanned for
 ``--plugin NAME`` / ``--plugin=NAME`` first, the plugin manager is created, and the click command is
-built with the core options plus ``collect_plugin_options(pm)``. Every invalid value or combination is
-reported as a usage error (exit status 2) naming the option.
+built with the core options (one per entry of :data:`.options.OPTION_SPECS`) plus
+``collect_plugin_options(pm)``. Every invalid value or combination is reported as a usage error (exit
+status 2) naming the option, before anything is written; expected failures later on (file-system
+errors, unreadable inputs, a run stopped by bad images) as one ``Error: ...`` line (exit status 1).
 """
 
 from __future__ import annotations

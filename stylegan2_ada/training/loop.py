@@ -711,8 +711,9 @@ def training_step(run: Run) -> None:
     """
     o, state, info = run.o, run.state, run.info
     reals = fetch_reals(run.data_iter, run.rounds, run.device)
-    run.stop_reason = run.bad_items.exchange(info, run.device)
-    if run.stop_reason is not None:
+    reason = run.bad_items.exchange(info, run.device)
+    if reason is not None:
+        run.stop_reason = reason
         return
     for phase in run.phases:
         if state.batch_idx % phase.interval != 0:
