@@ -54,6 +54,7 @@ AUGPIPE_SPECS: dict[str, dict[str, float]] = {
 
 DEFAULT_ADA_KIMG = 500  # images (thousands) for p to move by 1 when training from scratch
 RESUME_ADA_KIMG = 100  # ... when resuming / transfer learning (upstream's --resume setting)
+DEFAULT_ADA_TARGET = 0.6  # target of the overfitting heuristic E[sign(D(real))] (upstream's --target)
 
 
 class _Draw:
@@ -430,12 +431,13 @@ class AdaController:
     moves p by ``sign(r_t - target) * batch_size * interval / (kimg * 1000)``, so p can traverse
     [0, 1] in ``kimg`` thousand images; p is clamped to [0, 1] (upstream clamps at 0 only).
 
-    Usage (the training loop owns the cadence): either call :meth:`update` every ``interval``
-    steps with the mean sign (averaged across ranks), or call :meth:`accumulate` with each
-    minibatch's real logits and :meth:`step` once per minibatch.
+    The training loop owns the cadence: it calls :meth:`update` every ``interval`` steps with the mean
+    sign of D's real logits since the last update (summed over ranks).
     """
 
-    def __init__(self, target: float = 0.6, interval: int = 4, kimg: float = DEFAULT_ADA_KIMG) -> None:
+    def __init__(
+        self, target: float = DEFAULT_ADA_TARGET, interval: int = 4, kimg: float = DEFAULT_ADA_KIMG
+    ) -> None:
         if not -1.0 <= target <= 1.0:
             raise ValueError(f"ADA target must be in [-1, 1], got {target}")
         if interval < 1:
@@ -447,9 +449,6 @@ class AdaController:
         self.kimg = float(kimg)
         self.num_updates = 0
         self.last_signs: float | None = None
-        self._steps = 0
-        self._sign_sum: Tensor | None = None
-        self._sign_count = 0
 
     def adjustment(self, sign_real_mean: float, batch_size: int) -> float:
         """The signed change of p for one update (before clamping)."""
@@ -468,24 +467,6 @@ class AdaController:
         self.last_signs = sign_real_mean
         return new_p
 
-    @torch.no_grad()
-    def accumulate(self, real_logits: Tensor) -> None:
-        """Record sign(D(real)) of one minibatch ([N] or [N, 1] logits); stays on device."""
-        s = torch.sign(real_logits.detach().float()).sum()
-        self._sign_sum = s if self._sign_sum is None else self._sign_sum + s
-        self._sign_count += real_logits.numel()
-
-    def step(self, pipe: AugmentPipe, batch_size: int) -> bool:
-        """Count one minibatch; every ``interval``-th call applies :meth:`update` with the signs
-        gathered by :meth:`accumulate` since the last update. Returns True when p was updated."""
-        self._steps += 1
-        if self._steps % self.interval != 0 or self._sign_count == 0:
-            return False
-        mean = float(self._sign_sum) / self._sign_count
-        self._sign_sum, self._sign_count = None, 0
-        self.update(pipe, mean, batch_size)
-        return True
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for resuming (p itself lives in the pipe's ``p`` buffer)."""
         return {
@@ -494,16 +475,13 @@ class AdaController:
             "kimg": self.kimg,
             "num_updates": self.num_updates,
             "last_signs": self.last_signs,
-            "steps": self._steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore counters saved by :meth:`state_dict` (pending sign sums are not carried over)."""
+        """Restore what :meth:`state_dict` saved (unknown keys of older snapshots are ignored)."""
         self.target = float(state.get("target", self.target))
         self.interval = int(state.get("interval", self.interval))
         self.kimg = float(state.get("kimg", self.kimg))
         self.num_updates = int(state.get("num_updates", 0))
         last = state.get("last_signs")
         self.last_signs = None if last is None else float(last)
-        self._steps = int(state.get("steps", 0))
-        self._sign_sum, self._sign_count = None, 0

@@ -10,6 +10,14 @@ Phases. The training loop runs four phases per step, as upstream does:
 step). When a lazy regulariser falls on the same step the upstream combined phases ``"Gboth"`` /
 ``"Dboth"`` are not used: the main and reg phases always run separately, so a plugin sees exactly one of
 the four names above.
+
+Order of the start-up hooks: ``plugin_options`` (before parsing), ``validate_options`` (the parsed
+options), ``dataset_readers`` (opening the data), ``check_run`` (the resolved options and the opened
+dataset, before the run folder exists; the last point where a plugin can refuse a run without leaving
+anything behind), then ``training_setup`` (everything built, run folder created).
+
+The objects handed to hooks, :class:`~stylegan2_ada.plugin_api.TrainingContext` and
+:class:`~stylegan2_ada.plugin_api.PhaseData`, are defined in :mod:`stylegan2_ada.plugin_api`.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ if TYPE_CHECKING:  # imported for annotations only
     import click
     import torch
 
-    from stylegan2_ada.training.context import PhaseData, TrainingContext
+    from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 
 PROJECT_NAME = "stylegan2_ada"
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
@@ -56,9 +64,28 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
     ``path`` is the ``--data`` argument; ``cache_dir`` is a folder beside the run (under ``--outdir``)
     that the plugin may use to cache converted data between runs. The first plugin that returns a
     dataset wins; if none does, the core opens ``path`` as an image folder or zip. The returned object
-    must behave like :class:`stylegan2_ada.dataset.ImageDataset` (``__len__``, ``__getitem__`` ->
-    ``(uint8 [C,H,W] array, float32 [label_dim] label)``, ``resolution``, ``num_channels``,
-    ``label_dim``, ``has_labels``, ``name``).
+    must behave like :class:`stylegan2_ada.dataset.ImageDataset`: ``__len__``; ``__getitem__(i)`` ->
+    ``(uint8 [C, H, W] array, float32 [label_dim] label)``; ``get_label(i)`` -> the label alone (the
+    loop reads every label at start-up without decoding images); ``resolution``, ``num_channels``,
+    ``label_dim``, ``has_labels``, ``name``. Optional: ``image_shape`` ``[C, H, W]``, ``class_names``,
+    ``relpath(i)`` (names the file of an item that fails to load). An item whose ``__getitem__`` raises
+    during training is skipped and replaced by another (logged, bounded by ``--max-bad-images``).
+    ``options["max_classes"]`` is the most label dimensions the run accepts; more is an error.
+    """
+
+
+@hookspec
+def check_run(options: Mapping[str, Any], dataset: Any) -> None:
+    """Check that this run suits the plugin, before anything is built or written; raise
+    ``click.UsageError`` with a clear message if it does not.
+
+    Called once per process after the options are resolved and the training data is opened, and BEFORE
+    the run folder exists; also for ``--dry-run``. ``options`` holds every resolved option, core and
+    plugins, by name, exactly as ``context.options`` will (e.g. ``options["c_dim"]``, ``"resolution"``,
+    ``"img_channels"``, ``"cond"``, ``"batch_gpu"``, the plugin's own); ``dataset`` is the opened
+    training dataset (see :func:`dataset_readers`; e.g. ``label_dim``, ``class_names``). Refuse here
+    what :func:`validate_options` cannot know yet (an unconditional run, class names that do not match a
+    model's): ``train.py`` then exits with status 2 and leaves no run folder behind.
     """
 
 
@@ -66,9 +93,12 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
 def training_setup(context: TrainingContext) -> None:
     """Called once per process after the networks, dataset, optimizers and run directory exist.
 
-    ``context`` holds ``G``, ``D``, ``G_ema``, ``augment_pipe``, ``dataset``, ``device``, ``run_dir``
-    (``None`` on ranks other than 0), ``options``, ``rank``, ``world_size`` and ``cur_nimg``. Load frozen
-    models, check compatibility with the networks, and raise ``click.UsageError`` for problems here.
+    ``context`` (:class:`stylegan2_ada.plugin_api.TrainingContext`) holds every field documented there:
+    the networks, ``G_opt``/``D_opt``, ``dataset``, ``device``, ``run_dir`` (``None`` on ranks other than
+    0), ``options``, ``rank``, ``world_size``, ``cur_nimg``, ``cur_tick``, ``batch_size``, ``extras``.
+    Load frozen models (from safe formats only: safetensors, or ``torch.load(weights_only=True)``),
+    check compatibility with the networks, and raise ``click.UsageError`` for problems here; checks
+    that need no networks belong in :func:`check_run`, which runs before the run folder exists.
     """
 
 
@@ -81,7 +111,8 @@ def loss_terms(phase: str, context: TrainingContext, data: PhaseData) -> Mapping
     batch of ``--batch-gpu`` examples); the loop scales the phase's whole loss, plugin terms included, by
     ``interval / rounds`` (the lazy-regularisation interval for ``Greg``/``Dreg``, 1 for the main phases),
     exactly as it scales the core terms. ``data`` holds the phase's tensors (see
-    :class:`stylegan2_ada.training.context.PhaseData`): for ``Gmain`` the generated images *before*
+    :class:`stylegan2_ada.plugin_api.PhaseData`, which lists the fields of each phase): for ``Gmain`` the
+    generated images *before*
     augmentation ``gen_img`` [N, C, H, W] in [-1, 1], their labels ``gen_c`` [N, c_dim], latents and
     logits; for ``Dmain``/``Dreg`` also ``real_img`` / ``real_c``. A term must be differentiable with
     respect to the parameters the phase trains (G for G phases, D for D phases).

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan2_ada.training.context import PhaseData
+from stylegan2_ada.plugin_api import PhaseData
 
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 

@@ -37,7 +37,7 @@ import pluggy
 import torch
 
 from stylegan2_ada import hookspecs
-from stylegan2_ada.training.context import PhaseData, TrainingContext
+from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 
 ENTRY_POINT_GROUP = "stylegan2_ada.plugins"
 BUILTIN_PACKAGE = "plugins"

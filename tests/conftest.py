@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +14,54 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 FIXTURE_PKL = FIXTURES / "upstream-c2-32px.pkl"
 FIXTURE_NPZ = FIXTURES / "upstream-c2-32px.npz"
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE_PKL.is_file() and FIXTURE_NPZ.is_file()),
-    reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
-)
+
+
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the tests run in CI (the environment variable ``CI`` set to anything but ''/0/false/no)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_files(*paths: Path, environ: Mapping[str, str] = os.environ) -> None:
+    """Skip the calling test when a reference file is missing, with a reason naming it; in CI, fail.
+
+    The strongest tests compare with upstream's outputs, which live beside the project (``../shared``);
+    a developer checkout may lack them, but a CI run without them would prove nothing, so there a missing
+    file is a test failure.
+    """
+    missing = [str(p) for p in paths if not p.is_file()]
+    if not missing:
+        return
+    reason = (
+        f"upstream reference fixture(s) missing: {', '.join(missing)} (they live beside the project, in "
+        f"{FIXTURES}; see ../shared/fixtures/README.md)"
+    )
+    if in_ci(environ):
+        pytest.fail(f"{reason}. CI is set, so a missing fixture is an error, not a skip.", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture()
+def upstream_fixture_files() -> None:
+    """Both upstream fixture files (skip without them; fail in CI)."""
+    require_files(FIXTURE_PKL, FIXTURE_NPZ)
+
+
+# Mark for tests that read FIXTURE_PKL / FIXTURE_NPZ directly: skip without them, fail in CI.
+needs_fixture = pytest.mark.usefixtures("upstream_fixture_files")
 
 
 @pytest.fixture(scope="session")
 def upstream_npz() -> dict[str, np.ndarray]:
     """Reference outputs of NVIDIA's stylegan2-ada-pytorch (see ../shared/fixtures/README.md)."""
-    path = FIXTURE_NPZ
-    if not path.exists():
-        pytest.skip(
-            f"upstream reference fixtures not found at {path} (they live beside the project, in ../shared)"
-        )
-    with np.load(path) as data:
+    require_files(FIXTURE_NPZ)
+    with np.load(FIXTURE_NPZ) as data:
         return {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="session")
 def upstream_pkl_path() -> Path:
-    path = FIXTURE_PKL
-    if not path.exists():
-        pytest.skip(
-            f"upstream reference snapshot not found at {path} (it lives beside the project, in ../shared)"
-        )
-    return path
+    require_files(FIXTURE_PKL)
+    return FIXTURE_PKL
 
 
 # The configuration of the upstream fixture (../shared/fixtures/README.md).

@@ -12,6 +12,9 @@ import torch
 import torch.multiprocessing as mp
 from sg2_training_support.data import TESTS_DIR, make_shapes, tiny_args
 
+from stylegan2_ada.training.data import BadItemLog, ItemFailure
+from stylegan2_ada.training.distributed import DistInfo, init_distributed, shutdown_distributed
+
 WORLD = 2
 
 
@@ -53,6 +56,8 @@ def _worker(rank: int, port: int, args: list[str], out: str) -> None:
 def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(TESTS_DIR))
     data = make_shapes(tmp_path / "shapes", n=8)
+    png = data / "img0005.png"
+    png.write_bytes(png.read_bytes()[:40])  # a truncated file: skipped and replaced alike on both ranks
     outdir = tmp_path / "runs"
     # 8 images per step = 2 ranks x 2 rounds x 2 (gradient accumulation too); 5 steps (ADA updates at 0 and 4).
     args = tiny_args(
@@ -97,8 +102,44 @@ def test_two_gloo_processes_stay_in_sync(tmp_path: Path, monkeypatch) -> None:
     assert [s["Progress/kimg"]["mean"] for s in stats] == [0.008, 0.024, 0.04]
     opts = json.loads((run_dir / "training_options.json").read_text())
     assert opts["world_size"] == 2 and opts["gpus"] == 2
+    assert [s["Progress/bad_items"]["mean"] for s in stats] == [1, 1, 1]
+    assert (run_dir / "log.txt").read_text().count("Skipped a training item") == 1
     assert sorted(p.name for p in run_dir.glob("network-snapshot-*")) == [
         "network-snapshot-000000.008.safetensors",
         "network-snapshot-000000.024.safetensors",
         "network-snapshot-000000.040.safetensors",
     ]
+
+
+def _exchange_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
+    info = DistInfo(rank=rank, world_size=WORLD, local_rank=rank)
+    init_distributed(info, "cpu")
+    said: list[str] = []
+    log = BadItemLog(limit=2, say=said.append if rank == 0 else lambda line: None)  # as the loop's say
+    cpu = torch.device("cpu")
+    if rank == 1:
+        log.record([ItemFailure(5, "img5.png", "DatasetError: truncated")])
+    first = log.exchange(info, cpu)
+    quiet = log.exchange(info, cpu)  # nothing new anywhere: no records gathered
+    log.record([ItemFailure(rank, f"img{rank}.png", "OSError: gone")])
+    last = log.exchange(info, cpu)
+    shutdown_distributed(info)
+    with open(os.path.join(out, f"exchange{rank}.json"), "w") as f:
+        json.dump({"said": said, "reasons": [first, quiet, last], "count": log.count}, f)
+
+
+def test_bad_items_of_every_rank_are_logged_on_rank_0_and_counted_alike(tmp_path: Path) -> None:
+    # fork: the workers need no fresh interpreter (no CUDA, no threads started yet that matter here).
+    mp.start_processes(
+        _exchange_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
+    )
+    r0, r1 = (json.loads((tmp_path / f"exchange{r}.json").read_text()) for r in range(WORLD))
+    assert r0["said"][0] == (
+        "Skipped a training item that cannot be loaded (rank 1): img5.png: DatasetError: truncated "
+        "[1 so far, at most 2 (--max-bad-images)]"
+    )
+    assert len(r0["said"]) == 3 and r1["said"] == []
+    assert r0["count"] == r1["count"] == 3
+    assert r0["reasons"] == r1["reasons"]  # the same stop decision on every rank
+    assert r0["reasons"][:2] == [None, None] and r0["reasons"][2].startswith("3 training items could not")

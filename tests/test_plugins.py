@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from stylegan2_ada.hookspecs import hookimpl
+from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 from stylegan2_ada.plugins import (
     ENTRY_POINT_GROUP,
     InvalidPluginError,
@@ -36,7 +37,6 @@ from stylegan2_ada.plugins import (
     plugin_states,
     restore_plugin_states,
 )
-from stylegan2_ada.training.context import PhaseData, TrainingContext
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_PKGS = Path(__file__).resolve().parent / "plugin_pkgs"
@@ -302,7 +302,7 @@ def test_plugin_names_from_args() -> None:
 _DISCOVER = """
 import json, torch
 from stylegan2_ada.plugins import available_plugins, call_loss_terms, collect_plugin_options, create_plugin_manager
-from stylegan2_ada.training.context import PhaseData, TrainingContext
+from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 pm = create_plugin_manager(["example"])
 net = torch.nn.Identity()
 ctx = TrainingContext(G=net, D=net, G_ema=net, augment_pipe=None, dataset=None, device=torch.device("cpu"),
@@ -362,3 +362,67 @@ def test_third_party_plugin_installed_with_an_entry_point_is_discovered(tmp_path
     assert found["options"] == ["tv_weight"]
     # TV of a ramp with step 2/31 along W and 4 * 2/31 along H, weight 1.
     assert found["terms"] == {"Loss/example/tv": pytest.approx(10 / 31)}
+
+
+# ------------------------------------------------------------------------------------------------------
+# check_run: refusing a run before its folder exists; the context a run hands to plugins
+
+RUN_GUARD = f"{TEST_PKG}.run_guard"
+
+
+def test_check_run_refuses_before_the_run_folder_exists(tmp_path: Path) -> None:
+    from sg2_training_support.data import make_shapes, tiny_args
+    from spinegan_test_plugins import run_guard
+
+    from stylegan2_ada.training import cli
+
+    data = make_shapes(tmp_path / "shapes", n=4)
+    outdir = tmp_path / "runs"
+    run_guard.CHECKED.clear()
+    with pytest.raises(click.UsageError, match="at least 2 classes, got c_dim=0 \\(add --cond=1\\)"):
+        cli.main(tiny_args(outdir, data, "--plugin", RUN_GUARD), standalone_mode=False)
+    with pytest.raises(click.UsageError, match="at least 3 classes, got c_dim=2"):
+        cli.main(
+            tiny_args(outdir, data, "--plugin", RUN_GUARD, "--cond=1", "--guard-min-classes", "3"),
+            standalone_mode=False,
+        )
+    assert not outdir.exists()  # no run folder, no empty outdir
+    opts = cli.main(tiny_args(outdir, data, "--plugin", RUN_GUARD, "--cond=1", "-n"), standalone_mode=False)
+    assert opts.c_dim == 2 and not outdir.exists()  # --dry-run is checked too
+    # It saw the RESOLVED options (c_dim, not --cond) and the OPENED dataset.
+    assert run_guard.CHECKED == [
+        {"c_dim": 0, "label_dim": 0},
+        {"c_dim": 2, "label_dim": 2},
+        {"c_dim": 2, "label_dim": 2},
+    ]
+    # As train.py runs it: exit status 2 and one line.
+    out = subprocess.run(
+        [sys.executable, "train.py", *tiny_args(outdir, data, "--plugin", RUN_GUARD)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN_PKGS), str(REPO / "tests")])},
+        timeout=120,
+    )
+    assert out.returncode == 2 and "Error: run_guard needs a conditional run" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not outdir.exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_context_holds_the_optimizers_and_the_current_tick(tmp_path: Path) -> None:
+    from sg2_training_support.data import make_shapes, tiny_args
+
+    from stylegan2_ada.training import cli
+
+    data = make_shapes(tmp_path / "shapes", n=4)
+    result = cli.main(
+        tiny_args(tmp_path / "runs", data, "--plugin", RUN_GUARD, "--cond=1", "--glr", "0.005"),
+        standalone_mode=False,
+    )
+    stats = [json.loads(line) for line in (result.run_dir / "stats.jsonl").read_text().splitlines()]
+    assert len(stats) == 3
+    for line in stats:
+        assert line["RunGuard/cur_tick"]["mean"] == line["Progress/tick"]["mean"]
+        # Adam's lr with lazy regularisation: lr * k / (k + 1), k = 4 for G and 16 for D.
+        assert line["RunGuard/G_lr"]["mean"] == pytest.approx(0.005 * 4 / 5)
+        assert line["RunGuard/D_lr"]["mean"] == pytest.approx(0.0025 * 16 / 17)

@@ -15,9 +15,9 @@ from sg2_training_support.data import make_shapes, tiny_args
 
 from stylegan2_ada.checkpoint import load_checkpoint
 from stylegan2_ada.loss import StyleGAN2Loss
+from stylegan2_ada.plugin_api import TrainingContext
 from stylegan2_ada.plugins import create_plugin_manager
 from stylegan2_ada.training import cli
-from stylegan2_ada.training.context import TrainingContext
 from stylegan2_ada.training.data import InfiniteSampler
 from stylegan2_ada.training.distributed import DistInfo
 from stylegan2_ada.training.ema import ema_beta, update_ema

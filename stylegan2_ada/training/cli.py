@@ -2,160 +2,82 @@
 
 Plugins add options, so the command is built in two steps: the raw arguments are scanned for
 ``--plugin NAME`` / ``--plugin=NAME`` first, the plugin manager is created, and the click command is
-built with the core options plus ``collect_plugin_options(pm)``. Every invalid value or combination is
-reported as a usage error (exit status 2) naming the option.
+built with the core options (one per entry of :data:`.options.OPTION_SPECS`) plus
+``collect_plugin_options(pm)``. Every invalid value or combination is reported as a usage error (exit
+status 2) naming the option, before anything is written; expected failures later on (file-system
+errors, unreadable inputs, a run stopped by bad images) as one ``Error: ...`` line (exit status 1).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
 from stylegan2_ada.training.options import (
-    AUG_MODES,
-    AUGPIPES,
-    CFG_NAMES,
     CLI_DEFAULTS,
-    DEVICES,
+    OPTION_SPECS,
     DatasetInfo,
     OptionsError,
+    OptionSpec,
     ResumeInfo,
     TrainingOptions,
     check_cli,
+    check_outdir,
     resolve_device,
     resolve_options,
+    with_cli_defaults,
 )
 
 
-def _bool_opt(*decls: str, help: str) -> click.Option:
-    """A boolean option usable both as ``--flag`` and upstream's ``--flag=1`` / ``--flag=0``."""
+def click_option(spec: OptionSpec) -> click.Option:
+    """The click option of one :class:`OptionSpec` (booleans accept ``--flag`` and ``--flag=1|0``)."""
+    decls = [*spec.aliases, spec.flag_name]
+    text = spec.help + (f"  [default: {spec.fallback.doc}]" if spec.fallback is not None else "")
+    if spec.flag:
+        return click.Option(decls, is_flag=True, default=spec.default, help=text)
+    if spec.type is bool:
+        return click.Option(
+            decls,
+            type=bool,
+            is_flag=False,
+            flag_value=True,
+            default=spec.default,
+            show_default=True,
+            help=text,
+        )
     return click.Option(
-        list(decls), type=bool, is_flag=False, flag_value=True, default=False, show_default=True, help=help
+        decls,
+        type=click.Choice(spec.choices) if spec.choices is not None else spec.type,
+        default=spec.default,
+        show_default=spec.default is not None and not spec.multiple,
+        required=spec.required,
+        metavar=spec.metavar,
+        multiple=spec.multiple,
+        help=text,
     )
 
 
 def core_options() -> list[click.Option]:
-    """The core options of ``train.py`` (names match :data:`.options.CLI_DEFAULTS`)."""
-    Opt = click.Option
-    return [
-        Opt(["--outdir"], required=True, metavar="DIR", help="Where to make the run folder NNNNN-<desc>."),
-        Opt(
-            ["--data"],
-            required=True,
-            metavar="PATH",
-            help="Training data: an image folder or zip (or what a plugin reads).",
-        ),
-        _bool_opt("--cond", help="Train a conditional model (labels from dataset.json)."),
-        Opt(
-            ["--gpus"],
-            type=int,
-            default=1,
-            show_default=True,
-            help="Number of processes (GPUs, or CPU processes with --device cpu); >1 needs torchrun.",
-        ),
-        Opt(["--batch"], type=int, help="Total batch size [default: preset]."),
-        Opt(
-            ["--batch-gpu"],
-            type=int,
-            help="Batch per process per step; gradients accumulate over "
-            "batch/(batch-gpu*gpus) rounds [default: preset].",
-        ),
-        Opt(["--kimg"], type=float, help="Training length in thousands of real images [default: preset]."),
-        Opt(
-            ["--snap"],
-            type=int,
-            default=CLI_DEFAULTS["snap"],
-            show_default=True,
-            help="Image grid and snapshot interval, in ticks.",
-        ),
-        Opt(
-            ["--tick"],
-            type=float,
-            default=CLI_DEFAULTS["tick"],
-            show_default=True,
-            help="Progress interval, in kimg (may be below 1 for tiny runs).",
-        ),
-        Opt(
-            ["--cfg"],
-            type=click.Choice(CFG_NAMES),
-            default="auto",
-            show_default=True,
-            help="Base configuration.",
-        ),
-        Opt(["--gamma"], type=float, help="R1 regularisation weight [default: preset]."),
-        Opt(["--cbase"], type=int, help="Capacity multiplier (channel_base) [default: preset]."),
-        Opt(["--cmax"], type=int, help="Maximum feature maps [default: 512]."),
-        Opt(["--map-depth"], type=int, help="Mapping network depth [default: preset]."),
-        Opt(["--glr"], type=float, help="G learning rate [default: preset]."),
-        Opt(["--dlr"], type=float, help="D learning rate [default: preset]."),
-        Opt(["--mbstd-group"], type=int, help="Minibatch std group size [default: preset]."),
-        Opt(
-            ["--aug"],
-            type=click.Choice(AUG_MODES),
-            default="ada",
-            show_default=True,
-            help="Augmentation mode.",
-        ),
-        Opt(["--p"], type=float, help="Augmentation probability for --aug=fixed."),
-        Opt(["--target"], type=float, help="ADA target value for --aug=ada [default: 0.6]."),
-        Opt(
-            ["--augpipe"],
-            type=click.Choice(AUGPIPES),
-            default="bgc",
-            show_default=True,
-            help="Augmentation pipeline.",
-        ),
-        Opt(
-            ["--ada-kimg"],
-            type=float,
-            help="ADA speed: kimg for p to move by 1 [default: 500; 100 when "
-            "resuming from an upstream .pkl].",
-        ),
-        _bool_opt("--mirror", help="Enable dataset x-flips."),
-        Opt(["--subset"], type=int, help="Train with only N images [default: all]."),
-        Opt(
-            ["--resume"],
-            metavar="PATH|latest",
-            help="Resume from a snapshot, an upstream .pkl, or 'latest' (newest snapshot under --outdir).",
-        ),
-        Opt(
-            ["--freezed"],
-            type=int,
-            default=0,
-            show_default=True,
-            help="Freeze-D: number of D layers to freeze.",
-        ),
-        _bool_opt("--fp32", help="Disable mixed precision (fp16 only ever runs on CUDA)."),
-        Opt(
-            ["--metrics"],
-            default="none",
-            show_default=True,
-            help="Quality metrics: only `none` (not implemented yet).",
-        ),
-        Opt(["--seed"], type=int, default=0, show_default=True, help="Random seed."),
-        Opt(
-            ["--workers"],
-            type=int,
-            default=None,
-            help="DataLoader worker processes [default: 3, at most the CPUs this process may use].",
-        ),
-        Opt(
-            ["--device"], type=click.Choice(DEVICES), help="Device [default: cuda when available, else cpu]."
-        ),
-        Opt(
-            ["--plugin"],
-            multiple=True,
-            metavar="NAME",
-            help="Enable a plugin (repeatable): built-in name, entry point name or dotted module path.",
-        ),
-        Opt(["--desc"], help="String appended to the run folder name."),
-        Opt(["-n", "--dry-run"], is_flag=True, help="Print the resolved options as JSON and exit."),
-    ]
+    """The core options of ``train.py``, one per entry of :data:`.options.OPTION_SPECS`."""
+    return [click_option(spec) for spec in OPTION_SPECS]
+
+
+def check_finite_floats(params: Sequence[click.Parameter], raw: Mapping[str, Any]) -> None:
+    """Every float option of ``params`` (e.g. the plugins') holds a finite number; else a usage error."""
+    for param in params:
+        value = raw.get(param.name or "")
+        values = value if param.multiple and value is not None else [value]
+        if isinstance(param.type, click.types.FloatParamType) and any(
+            v is not None and not math.isfinite(v) for v in values
+        ):
+            flag = param.opts[-1] if param.opts else param.name
+            raise click.UsageError(f"{flag} must be a finite number, got {value}")
 
 
 def dataset_info(ds: Any) -> DatasetInfo:
@@ -199,7 +121,10 @@ def resume_info(ckpt: Any) -> ResumeInfo:
 def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[TrainingOptions, Any, Any]:
     """Validate and resolve the options; returns (options, opened dataset, resume checkpoint or None).
 
-    Raises ``click.UsageError`` for anything invalid.
+    In this order: each option and their combinations, ``--outdir``, ``--device``, the plugins'
+    ``validate_options``, the ``--resume`` network, the dataset, the resolved options, and the plugins'
+    ``check_run`` against the resolved options and the opened dataset. Nothing is written except the
+    embedded demo data set's cache. Raises ``click.UsageError`` for anything invalid.
     """
     from stylegan2_ada.dataset import DatasetError
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
@@ -207,11 +132,12 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
 
-    core = {k: v for k, v in raw.items() if k in CLI_DEFAULTS}
+    core = with_cli_defaults({k: v for k, v in raw.items() if k in CLI_DEFAULTS})
     plugin_opts = {k: v for k, v in raw.items() if k not in CLI_DEFAULTS}
     try:
         check_cli(core)
-        device = resolve_device(core.get("device"))
+        check_outdir(core["outdir"])
+        device = resolve_device(core["device"])
         if pm is not None:
             pm.hook.validate_options(options=dict(raw))
         if core["data"] == DEMO_NAME and not os.path.exists(DEMO_NAME):
@@ -219,17 +145,18 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             core["data"] = raw["data"] = str(
                 make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME))
             )
-        ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core.get("resume") else None
+        ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core["resume"] else None
         rinfo = resume_info(ckpt) if ckpt is not None else None
-        use_labels = bool(core.get("cond"))
+        use_labels = bool(core["cond"])
         try:
             ds = open_training_dataset(
                 core["data"],
                 cond=use_labels,
-                mirror=bool(core.get("mirror")),
-                subset=core.get("subset"),
-                seed=int(core.get("seed") or 0),
+                mirror=bool(core["mirror"]),
+                subset=core["subset"],
+                seed=int(core["seed"]),
                 outdir=core["outdir"],
+                max_classes=int(core["max_classes"]),
                 pm=pm,
                 options=raw,
             )
@@ -248,6 +175,8 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
         opts.plugins = list(plugin_names)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc
+    if pm is not None:
+        pm.hook.check_run(options=opts.context_options(), dataset=ds)
     return opts, ds, ckpt
 
 
@@ -256,10 +185,10 @@ def build_command(pm: Any, plugin_names: Sequence[str]) -> click.Command:
     from stylegan2_ada.plugins import collect_plugin_options
 
     params: list[click.Parameter] = core_options()
-    if pm is not None:
-        params += collect_plugin_options(pm, reserved=params)
+    plugin_params = collect_plugin_options(pm, reserved=params) if pm is not None else []
 
     def callback(**raw: Any) -> Any:
+        check_finite_floats(plugin_params, raw)
         opts, ds, ckpt = prepare(raw, pm, plugin_names)
         if opts.dry_run:
             click.echo(json.dumps(opts.to_dict(), indent=2))
@@ -270,15 +199,39 @@ def build_command(pm: Any, plugin_names: Sequence[str]) -> click.Command:
 
     return click.Command(
         "train.py",
-        params=params,
+        params=params + plugin_params,
         callback=callback,
         help="Train a (conditional) StyleGAN2-ADA. See docs/training.md.",
     )
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an expected failure (file system, unreadable input, a stopped run), or
+    ``None`` for anything else (a bug: its traceback is worth seeing)."""
+    from stylegan2_ada.checkpoint import CheckpointError
+    from stylegan2_ada.dataset import DatasetError
+    from stylegan2_ada.legacy_pickle import LegacyPickleError
+    from stylegan2_ada.training.loop import TrainingStopped
+    from stylegan2_ada.training.snapshots import ResumeError
+
+    if isinstance(exc, OSError) and not isinstance(exc, CheckpointError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror or exc}"
+    if isinstance(
+        exc, (CheckpointError, LegacyPickleError, DatasetError, ResumeError, OptionsError, TrainingStopped)
+    ):
+        return str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None, *, standalone_mode: bool = True) -> Any:
     """Entry point of ``train.py``. With ``standalone_mode=False`` returns the TrainingResult (or the
-    options for ``--dry-run``) and raises ``click.UsageError`` instead of exiting."""
+    options for ``--dry-run``) and raises ``click.UsageError`` (and any other error) instead of exiting.
+
+    Standalone, usage errors exit with status 2 and expected failures (:func:`user_error_message`:
+    file-system errors, unreadable snapshots or images, a run stopped by too many bad images) with
+    status 1, each as one ``Error: ...`` line.
+    """
     from stylegan2_ada.plugins import PluginError, create_plugin_manager, plugin_names_from_args
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -291,4 +244,11 @@ def main(argv: Sequence[str] | None = None, *, standalone_mode: bool = True) -> 
         exc.show()
         sys.exit(exc.exit_code)
     cmd = build_command(pm, names)
-    return cmd.main(args=args, prog_name="train.py", standalone_mode=standalone_mode)
+    try:
+        return cmd.main(args=args, prog_name="train.py", standalone_mode=standalone_mode)
+    except Exception as exc:
+        message = user_error_message(exc) if standalone_mode else None
+        if message is None:
+            raise
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(1)

@@ -62,11 +62,6 @@ def shutdown_distributed(info: DistInfo) -> None:
         tdist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        tdist.barrier()
-
-
 @torch.no_grad()
 def broadcast_module(module: nn.Module, info: DistInfo, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers to every rank (in place)."""
@@ -74,12 +69,6 @@ def broadcast_module(module: nn.Module, info: DistInfo, src: int = 0) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         tdist.broadcast(t.data, src=src)
-
-
-@torch.no_grad()
-def broadcast_tensor(t: torch.Tensor, info: DistInfo, src: int = 0) -> None:
-    if info.enabled:
-        tdist.broadcast(t, src=src)
 
 
 @torch.no_grad()

@@ -46,6 +46,12 @@ class LogTee:
         sys.stderr = _TeeStream(sys.stderr, self._file)  # type: ignore[assignment]
         return self
 
+    def write_file_only(self, text: str) -> None:
+        """Append ``text`` to the log file alone (e.g. the reason a run ended, which the caller prints)."""
+        if self._file is not None:
+            self._file.write(text)
+            self._file.flush()
+
     def __exit__(self, *exc: object) -> None:
         if self._saved is not None:
             sys.stdout, sys.stderr = self._saved

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,17 +27,20 @@ from torch import nn
 
 from stylegan2_ada.atomic import write_json_atomic
 from stylegan2_ada.loss import StyleGAN2Loss
+from stylegan2_ada.plugin_api import TrainingContext
 from stylegan2_ada.training import distributed as dist
-from stylegan2_ada.training.context import TrainingContext
 from stylegan2_ada.training.data import (
+    BadItemLog,
     InfiniteSampler,
+    TolerantDataset,
     images_to_float,
     label_table,
     make_loader,
     open_training_dataset,
+    without_failures,
 )
 from stylegan2_ada.training.ema import ema_beta, update_ema
-from stylegan2_ada.training.grids import generate_grid_images, real_grid_images, save_image_grid, select_grid
+from stylegan2_ada.training.grids import generate_grid_images, save_image_grid, select_grid
 from stylegan2_ada.training.logfile import LogTee
 from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
 from stylegan2_ada.training.snapshots import (
@@ -55,6 +59,11 @@ from stylegan2_ada.training.stats import StatsCollector, StatsWriter, cpu_memory
 
 ADAM_BETAS = (0.0, 0.99)
 ADAM_EPS = 1e-8
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early on purpose (e.g. too many training items could not be loaded), after a
+    final tick and snapshot; the message says why and what to do."""
 
 
 @dataclass
@@ -114,6 +123,7 @@ def open_dataset(o: TrainingOptions, pm: Any = None) -> Any:
         subset=o.subset,
         seed=o.seed,
         outdir=o.outdir,
+        max_classes=o.max_classes,
         pm=pm,
         options=o.context_options(),
     )
@@ -356,10 +366,11 @@ def progress_line(stats: dict[str, dict[str, float]]) -> str:
         name = k.split("/")
         if name[0] == "Loss" and len(name) == 3 and name[1] not in ("G", "D", "scores", "signs"):
             extra.append(f"{name[1].rsplit('.', 1)[-1]}/{name[2]} {v['mean']:.4g}")
-    if stats.get("Progress/nonfinite_grads", {}).get("mean", 0) > 0:
-        extra.append(
-            f"nonfinite_grads {stats['Progress/nonfinite_grads']['mean'] * stats['Progress/nonfinite_grads']['num']:.0f}"
-        )
+    nonfinite = stats.get("Progress/nonfinite_grads", {"mean": 0, "num": 0})
+    if nonfinite["mean"] > 0:
+        extra.append(f"nonfinite_grads {nonfinite['mean'] * nonfinite['num']:.0f}")
+    if stats.get("Progress/bad_items", {}).get("mean", 0) > 0:
+        extra.append(f"bad_items {stats['Progress/bad_items']['mean']:.0f}")
     return "  ".join(parts + extra)
 
 
@@ -392,6 +403,8 @@ class Run:
     rounds: int  # accumulation rounds per step
     state: TrainingState
     resumed_from: str | None
+    bad_items: BadItemLog
+    stop_reason: str | None = None  # set by a step: end with a final tick and snapshot, then raise
     grid_size: tuple[int, int] | None = None
     grid_z: torch.Tensor | None = None  # [gw*gh, z_dim]
     grid_c: torch.Tensor | None = None  # [gw*gh, c_dim]
@@ -419,6 +432,9 @@ def training_loop(
             ``None`` trains to ``o.kimg``.
 
     In a ``torchrun`` job (``WORLD_SIZE`` > 1) every rank calls this; only rank 0 writes files.
+    Raises :class:`TrainingStopped` after the final snapshot of a run that had to stop early. Whatever
+    ends the run with an exception is also written to ``log.txt`` (one ``Error:`` line for
+    :class:`TrainingStopped`, the traceback otherwise).
     """
     info = dist.dist_info_from_env()
     device = setup_device(o, info)
@@ -443,6 +459,11 @@ def training_loop(
             snapshots=run.snapshots,
             last_stats=run.last_stats,
         )
+    except BaseException as exc:
+        if tee is not None:
+            stopped = isinstance(exc, TrainingStopped)
+            tee.write_file_only(f"Error: {exc}\n" if stopped else "".join(traceback.format_exception(exc)))
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -461,7 +482,11 @@ def setup_run(
     dataset: Any,
     resume_ckpt: Any,
 ) -> Run:
-    """Data, networks, optimizers, resume, loader, plugins and the initial image grids."""
+    """Data, networks, optimizers, resume, loader, plugins and the initial image grids.
+
+    The loader reads through a :class:`.data.TolerantDataset`: an item that fails to load is replaced by
+    another one and reported to the run's :class:`.data.BadItemLog` (see :func:`training_step`).
+    """
     from stylegan2_ada.augment import AdaController
     from stylegan2_ada.plugins import restore_plugin_states
 
@@ -530,7 +555,9 @@ def setup_run(
             f"{float(pipe.p) if pipe is not None else 0:.4f}"
         )
 
-    # Loader: per-rank shard, resumable position.
+    # Loader: per-rank shard, resumable position; bad items are skipped and reported.
+    bad_items = BadItemLog(o.max_bad_images, say)
+    tolerant = TolerantDataset(dataset, max_tries=o.max_bad_images + 1)
     per_rank_batch = o.batch // info.world_size
     sampler = InfiniteSampler(
         len(dataset),
@@ -541,7 +568,7 @@ def setup_run(
         start=state.sampler_position,
     )
     loader = make_loader(
-        dataset,
+        tolerant,
         sampler,
         o.batch_gpu,
         o.workers,
@@ -562,7 +589,10 @@ def setup_run(
         rank=info.rank,
         world_size=info.world_size,
         cur_nimg=state.cur_nimg,
+        cur_tick=state.cur_tick,
         batch_size=o.batch,
+        G_opt=optimizers["G"],
+        D_opt=optimizers["D"],
     )
     if pm is not None:
         pm.hook.training_setup(context=ctx)
@@ -596,10 +626,11 @@ def setup_run(
         stats=StatsCollector(device),
         writer=StatsWriter(run_dir) if run_dir is not None else None,
         loop_rng=loop_rng,
-        data_iter=iter(loader),
+        data_iter=without_failures(iter(loader), bad_items.record),
         rounds=per_rank_batch // o.batch_gpu,
         state=state,
         resumed_from=resumed_from,
+        bad_items=bad_items,
         start_time=start_time,
     )
 
@@ -608,9 +639,10 @@ def setup_run(
         run.grid_size, grid_idx, grid_labels = select_grid(
             dataset, labels if o.c_dim else None, o.resolution, seed=o.seed
         )
-        save_image_grid(
-            real_grid_images(dataset, grid_idx), run_dir / "reals.png", run.grid_size, drange=(0, 255)
-        )
+        grid_items = [tolerant[i] for i in grid_idx]  # (image [C, H, W], label, failures)
+        bad_items.record(f for _, _, failures in grid_items for f in failures)
+        real_images = np.stack([np.asarray(image) for image, _, _ in grid_items])  # [N, C, H, W]
+        save_image_grid(real_images, run_dir / "reals.png", run.grid_size, drange=(0, 255))
         run.grid_z = torch.randn(
             [len(grid_idx), o.z_dim], generator=torch.Generator().manual_seed(o.seed)
         ).to(device)
@@ -632,7 +664,11 @@ def setup_run(
 
 
 def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
-    """Steps until ``o.kimg`` thousand images have been shown (or ``stop_after_steps``), with ticks."""
+    """Steps until ``o.kimg`` thousand images have been shown (or ``stop_after_steps``), with ticks.
+
+    A step that sets ``run.stop_reason`` ends the run early: a final tick and snapshot, then
+    :class:`TrainingStopped`.
+    """
     o, state = run.o, run.state
     total_nimg = int(round(o.kimg * 1000))
     tick_nimg = max(int(round(o.tick * 1000)), 1)
@@ -648,7 +684,7 @@ def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
         steps += 1
         if stop_after_steps is not None and steps >= stop_after_steps:
             return
-        done = state.cur_nimg >= total_nimg
+        done = run.stop_reason is not None or state.cur_nimg >= total_nimg
         if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
             continue
         if run.device.type == "cuda":
@@ -657,17 +693,28 @@ def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
         report_tick(run, tick_start_time, tick_end_time, maintenance_sec)
         end_of_tick(run, done)
         state.cur_tick += 1
+        run.ctx.cur_tick = state.cur_tick
         state.tick_start_nimg = state.cur_nimg
         tick_start_time = time.time()
         maintenance_sec = tick_start_time - tick_end_time
+        if done and run.stop_reason is not None:
+            raise TrainingStopped(run.stop_reason)
         if done:
             return
 
 
 def training_step(run: Run) -> None:
-    """One step: R rounds of reals; each due phase with its own latents; EMA; ADA; counters."""
+    """One step: R rounds of reals; each due phase with its own latents; EMA; ADA; counters.
+
+    Items that failed to load were replaced by the loader; they are logged and counted here (on every
+    rank alike). When there are too many, the step trains nothing and sets ``run.stop_reason``.
+    """
     o, state, info = run.o, run.state, run.info
     reals = fetch_reals(run.data_iter, run.rounds, run.device)
+    reason = run.bad_items.exchange(info, run.device)
+    if reason is not None:
+        run.stop_reason = reason
+        return
     for phase in run.phases:
         if state.batch_idx % phase.interval != 0:
             continue
@@ -702,6 +749,7 @@ def report_tick(run: Run, tick_start_time: float, tick_end_time: float, maintena
             "Progress/tick": scalar_stat(state.cur_tick),
             "Progress/kimg": scalar_stat(kimg),
             "Progress/augment": scalar_stat(float(run.pipe.p) if run.pipe is not None else 0.0),
+            "Progress/bad_items": scalar_stat(run.bad_items.count),
             "Timing/total_sec": scalar_stat(tick_end_time - run.start_time),
             "Timing/sec_per_tick": scalar_stat(tick_end_time - tick_start_time),
             "Timing/sec_per_kimg": scalar_stat((tick_end_time - tick_start_time) / max(tick_kimg, 1e-9)),

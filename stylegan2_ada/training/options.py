@@ -1,9 +1,15 @@
-"""Training options: upstream's ``--cfg`` presets, validation with clear messages, run directories.
+"""Training options: one table of option specs, upstream's ``--cfg`` presets, validation, run folders.
+
+Every core option of ``train.py`` is defined ONCE, in :data:`OPTION_SPECS`: its parameter name, type,
+command-line default, where an unset value comes from (a preset, a constant, the resumed network...), its
+help text and its check. The click options (:func:`stylegan2_ada.training.cli.core_options`), the raw
+defaults (:data:`CLI_DEFAULTS`), the per-option checks (:func:`check_cli`) and the resolved values
+(:func:`resolve_options`) all follow from that table.
 
 :func:`resolve_options` turns the raw command-line values (``train.py``'s parameter names) plus facts
-about the dataset into a :class:`TrainingOptions`; every invalid combination raises
+about the dataset into a :class:`TrainingOptions`; every invalid value or combination raises
 :class:`OptionsError` whose message names the option and the fix (``train.py`` shows it as a usage
-error).
+error). Every float option must be a finite number.
 """
 
 from __future__ import annotations
@@ -12,17 +18,23 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stylegan2_ada import devices
+from stylegan2_ada.augment import AUGPIPE_SPECS, DEFAULT_ADA_KIMG, DEFAULT_ADA_TARGET, RESUME_ADA_KIMG
 
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
-AUGPIPES = ("blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc")
-DEVICES = ("cpu", "cuda")
+AUGPIPES = tuple(AUGPIPE_SPECS)
+DEVICES = devices.DEVICES
+UPSTREAM_WORKERS = 3  # upstream's DataLoader workers, capped at the CPUs available
+DEFAULT_CMAX = 512  # upstream's channel_max
+MAX_KIMG = 1e9  # --kimg / --tick above this overflow the image counters' arithmetic
+DEFAULT_MAX_CLASSES = 1000  # conditioning classes (label dimensions) accepted without --max-classes
+DEFAULT_MAX_BAD_IMAGES = 100  # training items that may fail to load before training stops
 
 
 class OptionsError(ValueError):
@@ -43,9 +55,6 @@ class Preset:
     ema: float
     ramp: float | None
     map: int
-
-
-UPSTREAM_WORKERS = 3  # upstream's DataLoader workers, capped at the CPUs available
 
 
 def preset(cfg: str, resolution: int, gpus: int) -> Preset:
@@ -77,43 +86,295 @@ def preset(cfg: str, resolution: int, gpus: int) -> Preset:
     return table[cfg]
 
 
-# Raw command-line defaults (train.py's parameter names). ``None`` means "from the preset / derived".
-CLI_DEFAULTS: dict[str, Any] = {
-    "outdir": None,
-    "data": None,
-    "cond": False,
-    "gpus": 1,
-    "batch": None,
-    "batch_gpu": None,
-    "kimg": None,
-    "snap": 50,
-    "tick": 4.0,
-    "cfg": "auto",
-    "gamma": None,
-    "cbase": None,
-    "cmax": None,
-    "map_depth": None,
-    "glr": None,
-    "dlr": None,
-    "mbstd_group": None,
-    "aug": "ada",
-    "p": None,
-    "target": None,
-    "augpipe": "bgc",
-    "ada_kimg": None,
-    "mirror": False,
-    "subset": None,
-    "resume": None,
-    "freezed": 0,
-    "fp32": False,
-    "metrics": "none",
-    "seed": 0,
-    "workers": None,
-    "device": None,
-    "plugin": (),
-    "desc": None,
-    "dry_run": False,
-}
+# ---------------------------------------------------------------------------------------- the option table
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of parameter ``name``: ``batch_gpu`` -> ``--batch-gpu``."""
+    return "--" + name.replace("_", "-")
+
+
+def _num(x: float) -> str:
+    """A bound as written by hand: ``0``, ``1``, ``0.5``, ``1000000000``."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric bound: ``gt``/``ge`` below, ``le`` above (``None``: unbounded)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with ``value`` (as in "must be ..."), or ``None``."""
+        lo_ok = (self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+        if lo_ok and (self.le is None or value <= self.le):
+            return None
+        if self.ge is not None and self.le is not None:
+            return f"must be in [{_num(self.ge)}, {_num(self.le)}]"
+        if not lo_ok:
+            if self.gt is not None:
+                return f"must be > {_num(self.gt)}"
+            return "must be at least 1" if self.ge == 1 else f"must be >= {_num(self.ge)}"
+        return f"must be at most {_num(self.le)}"
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Where the value of an option left unset (``None``) comes from, and how ``--help`` says it."""
+
+    value: Callable[[Resolution], Any]
+    doc: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a :class:`Fallback` may look at: the preset, the raw options and the ``--resume`` network."""
+
+    preset: Preset
+    raw: Mapping[str, Any]
+    resume: ResumeInfo | None
+
+
+def _from_preset(attr: str) -> Fallback:
+    return Fallback(lambda r: getattr(r.preset, attr), "preset")
+
+
+def _constant(value: Any) -> Fallback:
+    return Fallback(lambda r: value, f"{value}")
+
+
+def _default_batch_gpu(r: Resolution) -> int:
+    if r.raw["batch"] is not None:
+        return int(r.raw["batch"]) // int(r.raw["gpus"])
+    return max(r.preset.mb // r.preset.ref_gpus, 1)
+
+
+def _default_ada_kimg(r: Resolution) -> float:
+    transfer = r.resume is not None and r.resume.format == "weights"
+    return float(RESUME_ADA_KIMG if transfer else DEFAULT_ADA_KIMG)  # upstream's transfer-learning speed
+
+
+def _metrics_problem(value: str) -> str | None:
+    metrics = [m.strip() for m in str(value).split(",") if m.strip()]
+    if metrics in ([], ["none"]):
+        return None
+    return f"{','.join(metrics)}: metrics are not implemented yet; only `none` is accepted"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One core option of ``train.py``.
+
+    ``type``: ``int``, ``float``, ``str``, or ``bool`` (upstream's ``--flag`` / ``--flag=1`` / ``--flag=0``).
+    ``default``: the command-line default; ``None`` leaves the option unset, and ``fallback`` then says
+    where its value comes from. ``check``: a :class:`Range`, or a function returning a problem ("must
+    be ...") or ``None``. ``choices``: the accepted strings. ``flag``: a plain on/off switch
+    (``--dry-run``). Float options must always be finite.
+    """
+
+    name: str
+    type: type
+    help: str
+    default: Any = None
+    fallback: Fallback | None = None
+    check: Range | Callable[[Any], str | None] | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    metavar: str | None = None
+    multiple: bool = False
+    flag: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flag_name(self) -> str:
+        return flag_name(self.name)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with a set ``value`` of this option (``"--x must be ..."``), or ``None``."""
+        if value is None or self.multiple:
+            return None
+        if self.type is float and not math.isfinite(value):
+            return f"{self.flag_name} must be a finite number, got {value}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.flag_name} must be one of {', '.join(self.choices)}, got {value!r}"
+        if self.check is None:
+            return None
+        if isinstance(self.check, Range):
+            what = self.check.problem(value)
+            return None if what is None else f"{self.flag_name} {what}, got {value}"
+        what = self.check(value)
+        return None if what is None else f"{self.flag_name} {what}"
+
+    def resolve(self, value: Any, r: Resolution) -> Any:
+        """The value of this option in a run: the given one (converted to ``type``) or its fallback."""
+        if value is None:
+            return self.fallback.value(r) if self.fallback is not None else None
+        if self.multiple:
+            return list(value)
+        return self.type(value)
+
+
+_BATCH_GPU_HELP = "Batch per process per step; gradients accumulate over batch/(batch-gpu*gpus) rounds."
+
+OPTION_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec("outdir", str, "Where to make the run folder NNNNN-<desc>.", required=True, metavar="DIR"),
+    OptionSpec(
+        "data",
+        str,
+        "Training data: an image folder or zip (or what a plugin reads).",
+        required=True,
+        metavar="PATH",
+    ),
+    OptionSpec("cond", bool, "Train a conditional model (labels from dataset.json).", default=False),
+    OptionSpec(
+        "gpus",
+        int,
+        "Number of processes (GPUs, or CPU processes with --device cpu); >1 needs torchrun.",
+        default=1,
+        check=Range(ge=1),
+    ),
+    OptionSpec("batch", int, "Total batch size.", fallback=_from_preset("mb"), check=Range(ge=1)),
+    OptionSpec(
+        "batch_gpu",
+        int,
+        _BATCH_GPU_HELP,
+        check=Range(ge=1),
+        fallback=Fallback(_default_batch_gpu, "batch / gpus with --batch, else preset"),
+    ),
+    OptionSpec(
+        "kimg",
+        float,
+        "Training length in thousands of real images.",
+        fallback=_from_preset("kimg"),
+        check=Range(gt=0, le=MAX_KIMG),
+    ),
+    OptionSpec("snap", int, "Image grid and snapshot interval, in ticks.", default=50, check=Range(ge=1)),
+    OptionSpec(
+        "tick",
+        float,
+        "Progress interval, in kimg (may be below 1 for tiny runs).",
+        default=4.0,
+        check=Range(gt=0, le=MAX_KIMG),
+    ),
+    OptionSpec("cfg", str, "Base configuration.", default="auto", choices=CFG_NAMES),
+    OptionSpec(
+        "gamma", float, "R1 regularisation weight.", fallback=_from_preset("gamma"), check=Range(ge=0)
+    ),
+    OptionSpec(
+        "cbase",
+        int,
+        "Capacity multiplier (channel_base).",
+        check=Range(ge=1),
+        fallback=Fallback(lambda r: int(r.preset.fmaps * 32768), "preset"),
+    ),
+    OptionSpec("cmax", int, "Maximum feature maps.", fallback=_constant(DEFAULT_CMAX), check=Range(ge=1)),
+    OptionSpec("map_depth", int, "Mapping network depth.", fallback=_from_preset("map"), check=Range(ge=1)),
+    OptionSpec("glr", float, "G learning rate.", fallback=_from_preset("lrate"), check=Range(gt=0)),
+    OptionSpec("dlr", float, "D learning rate.", fallback=_from_preset("lrate"), check=Range(gt=0)),
+    OptionSpec(
+        "mbstd_group", int, "Minibatch std group size.", fallback=_from_preset("mbstd"), check=Range(ge=1)
+    ),
+    OptionSpec("aug", str, "Augmentation mode.", default="ada", choices=AUG_MODES),
+    OptionSpec("p", float, "Augmentation probability for --aug=fixed.", check=Range(ge=0, le=1)),
+    OptionSpec(
+        "target",
+        float,
+        "ADA target value for --aug=ada.",
+        fallback=_constant(DEFAULT_ADA_TARGET),
+        check=Range(ge=0, le=1),
+    ),
+    OptionSpec("augpipe", str, "Augmentation pipeline.", default="bgc", choices=AUGPIPES),
+    OptionSpec(
+        "ada_kimg",
+        float,
+        "ADA speed: kimg for p to move by 1.",
+        check=Range(gt=0),
+        fallback=Fallback(
+            _default_ada_kimg, f"{DEFAULT_ADA_KIMG}; {RESUME_ADA_KIMG} when resuming from an upstream .pkl"
+        ),
+    ),
+    OptionSpec("mirror", bool, "Enable dataset x-flips.", default=False),
+    OptionSpec(
+        "subset",
+        int,
+        "Train with only N images.",
+        fallback=Fallback(lambda r: None, "all"),
+        check=Range(ge=1),
+    ),
+    OptionSpec(
+        "resume",
+        str,
+        "Resume from a snapshot, an upstream .pkl, or 'latest' (newest snapshot under --outdir).",
+        metavar="PATH|latest",
+    ),
+    OptionSpec("freezed", int, "Freeze-D: number of D layers to freeze.", default=0, check=Range(ge=0)),
+    OptionSpec("fp32", bool, "Disable mixed precision (fp16 only ever runs on CUDA).", default=False),
+    OptionSpec(
+        "metrics",
+        str,
+        "Quality metrics: only `none` (not implemented yet).",
+        default="none",
+        check=_metrics_problem,
+    ),
+    OptionSpec("seed", int, "Random seed.", default=0, check=Range(ge=0, le=2**32 - 1)),
+    OptionSpec(
+        "workers",
+        int,
+        "DataLoader worker processes.",
+        check=Range(ge=0),
+        fallback=Fallback(
+            lambda r: devices.default_workers(cap=UPSTREAM_WORKERS),
+            f"{UPSTREAM_WORKERS}, at most the CPUs this process may use",
+        ),
+    ),
+    OptionSpec(
+        "device",
+        str,
+        "Device.",
+        choices=DEVICES,
+        fallback=Fallback(lambda r: resolve_device(None), "cuda when available, else cpu"),
+    ),
+    OptionSpec(
+        "max_classes",
+        int,
+        "Most conditioning classes (label dimensions) accepted from the data; a guard against a stray "
+        "huge class id in dataset.json, which would build a huge G.",
+        default=DEFAULT_MAX_CLASSES,
+        check=Range(ge=1),
+    ),
+    OptionSpec(
+        "max_bad_images",
+        int,
+        "Training items that may fail to load (e.g. truncated files) before training stops with a final "
+        "snapshot; each is skipped, replaced by another item and listed in log.txt.",
+        default=DEFAULT_MAX_BAD_IMAGES,
+        check=Range(ge=0),
+    ),
+    OptionSpec(
+        "plugin",
+        str,
+        "Enable a plugin (repeatable): built-in name, entry point name or dotted module path.",
+        multiple=True,
+        metavar="NAME",
+        default=(),
+    ),
+    OptionSpec("desc", str, "String appended to the run folder name."),
+    OptionSpec(
+        "dry_run",
+        bool,
+        "Print the resolved options as JSON and exit.",
+        default=False,
+        flag=True,
+        aliases=("-n",),
+    ),
+)
+SPECS: dict[str, OptionSpec] = {s.name: s for s in OPTION_SPECS}
+
+# Raw command-line defaults (train.py's parameter names). ``None`` means "from the fallback".
+CLI_DEFAULTS: dict[str, Any] = {s.name: s.default for s in OPTION_SPECS}
 
 
 @dataclass
@@ -144,72 +405,76 @@ class ResumeInfo:
     w_dim: int = 512
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingOptions:
-    """The fully resolved options of a run (written to ``training_options.json``)."""
+    """The fully resolved options of a run (written to ``training_options.json``).
 
+    Built by :func:`resolve_options` only: the fields that come from an option have no default here (their
+    defaults live in :data:`OPTION_SPECS`); those with a default are fixed by the architecture.
+    """
+
+    # From the command line (see OPTION_SPECS).
     outdir: str
     data: str
+    cond: bool
+    mirror: bool
+    subset: int | None
+    gpus: int
+    batch: int
+    batch_gpu: int
+    kimg: float
+    tick: float
+    snap: int
+    cfg: str
+    gamma: float
+    cbase: int
+    cmax: int
+    map_depth: int
+    glr: float
+    dlr: float
+    mbstd_group: int
+    aug: str
+    p: float | None
+    target: float
+    augpipe: str
+    ada_kimg: float
+    resume: str | None
+    freezed: int
+    fp32: bool
+    metrics: list[str]
+    seed: int
+    workers: int
+    device: str
+    max_classes: int
+    max_bad_images: int
+    plugins: list[str]
+    dry_run: bool
+    # From the dataset, the preset and the resumed network.
     dataset_name: str
     resolution: int
     img_channels: int
     c_dim: int
     dataset_size: int
-    cond: bool = False
-    mirror: bool = False
-    subset: int | None = None
-    gpus: int = 1
-    batch: int = 4
-    batch_gpu: int = 4
-    kimg: float = 25000
-    tick: float = 4.0
-    snap: int = 50
-    cfg: str = "auto"
-    gamma: float = 10.0
-    cbase: int = 16384
-    cmax: int = 512
-    map_depth: int = 2
-    z_dim: int = 512
-    w_dim: int = 512
-    glr: float = 0.0025
-    dlr: float = 0.0025
-    mbstd_group: int = 4
-    ema_kimg: float = 10.0
-    ema_rampup: float | None = 0.05
-    pl_weight: float = 2.0
-    style_mixing: float = 0.9
-    d_architecture: str = "resnet"
-    G_reg_interval: int = 4
-    D_reg_interval: int = 16
-    aug: str = "ada"
-    p: float | None = None
-    target: float = 0.6
-    augpipe: str = "bgc"
-    ada_kimg: float = 500
-    ada_interval: int = 4
-    resume: str | None = None
-    resume_format: str | None = None
-    freezed: int = 0
-    fp32: bool = False
-    num_fp16_res: int = 4
-    conv_clamp: int | None = 256
-    metrics: list[str] = field(default_factory=list)
-    seed: int = 0
-    workers: int = 3
-    device: str = "cpu"
-    plugins: list[str] = field(default_factory=list)
+    resume_format: str | None  # 'snapshot' | 'weights' | None
+    ema_kimg: float
+    ema_rampup: float | None
+    pl_weight: float
+    style_mixing: float
+    d_architecture: str
+    num_fp16_res: int
+    conv_clamp: int | None
     plugin_options: dict[str, Any] = field(default_factory=dict)
     desc: str = ""
-    dry_run: bool = False
+    # Fixed (upstream's values), or taken from a resumed network.
+    z_dim: int = 512
+    w_dim: int = 512
+    G_reg_interval: int = 4
+    D_reg_interval: int = 16
+    ada_interval: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainingOptions:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def context_options(self) -> dict[str, Any]:
         """The dict plugins see as ``context.options``: every field plus the plugins' own options."""
@@ -261,42 +526,31 @@ def sanitize_name(name: str) -> str:
     return s or "dataset"
 
 
+def with_cli_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` completed with :data:`CLI_DEFAULTS` for the core options it lacks or leaves ``None``."""
+    return {**CLI_DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k not in CLI_DEFAULTS}}
+
+
 def check_cli(raw: Mapping[str, Any]) -> None:
-    """Checks that need neither the dataset nor the resume network. Raises :class:`OptionsError`."""
-    aug = raw.get("aug", "ada")
-    if aug not in AUG_MODES:
-        raise OptionsError(f"--aug must be one of {', '.join(AUG_MODES)}, got {aug!r}")
-    if raw.get("p") is not None and aug != "fixed":
+    """Checks that need neither the dataset nor the resume network. Raises :class:`OptionsError`.
+
+    First each option alone (:meth:`OptionSpec.problem`: finite floats, bounds, choices), then the
+    combinations.
+    """
+    raw = with_cli_defaults(raw)
+    for spec in OPTION_SPECS:
+        problem = spec.problem(raw[spec.name])
+        if problem is not None:
+            raise OptionsError(problem)
+    aug, p = raw["aug"], raw["p"]
+    if p is not None and aug != "fixed":
         raise OptionsError("--p can only be given with --aug=fixed (ADA sets p itself)")
-    if aug == "fixed" and raw.get("p") is None:
+    if aug == "fixed" and p is None:
         raise OptionsError("--aug=fixed needs --p (the augmentation probability, 0 to 1)")
-    if raw.get("p") is not None and not 0 <= raw["p"] <= 1:
-        raise OptionsError(f"--p must be in [0, 1], got {raw['p']}")
-    if raw.get("target") is not None and aug != "ada":
-        raise OptionsError("--target only applies to --aug=ada")
-    if raw.get("target") is not None and not 0 <= raw["target"] <= 1:
-        raise OptionsError(f"--target must be in [0, 1], got {raw['target']}")
-    if raw.get("ada_kimg") is not None and aug != "ada":
-        raise OptionsError("--ada-kimg only applies to --aug=ada")
-    if raw.get("ada_kimg") is not None and raw["ada_kimg"] <= 0:
-        raise OptionsError(f"--ada-kimg must be > 0, got {raw['ada_kimg']}")
-    if raw.get("augpipe", "bgc") not in AUGPIPES:
-        raise OptionsError(f"--augpipe must be one of {', '.join(AUGPIPES)}")
-    if raw.get("cfg", "auto") not in CFG_NAMES:
-        raise OptionsError(f"--cfg must be one of {', '.join(CFG_NAMES)}")
-    metrics = [m.strip() for m in str(raw.get("metrics", "none")).split(",") if m.strip()]
-    if metrics not in ([], ["none"]):
-        raise OptionsError(
-            f"--metrics {','.join(metrics)}: metrics are not implemented yet; only `none` is accepted"
-        )
-    gpus = int(raw.get("gpus", 1))
-    if gpus < 1:
-        raise OptionsError("--gpus must be at least 1")
-    batch, batch_gpu = raw.get("batch"), raw.get("batch_gpu")
-    if batch is not None and batch < 1:
-        raise OptionsError("--batch must be at least 1")
-    if batch_gpu is not None and batch_gpu < 1:
-        raise OptionsError("--batch-gpu must be at least 1")
+    for name in ("target", "ada_kimg"):
+        if raw[name] is not None and aug != "ada":
+            raise OptionsError(f"{flag_name(name)} only applies to --aug=ada")
+    gpus, batch, batch_gpu = raw["gpus"], raw["batch"], raw["batch_gpu"]
     if batch is not None and batch % gpus != 0:
         raise OptionsError(f"--batch={batch} must be divisible by --gpus={gpus}")
     if batch is not None and batch_gpu is not None and batch % (batch_gpu * gpus) != 0:
@@ -304,26 +558,22 @@ def check_cli(raw: Mapping[str, Any]) -> None:
             f"--batch={batch} must be divisible by --batch-gpu={batch_gpu} times --gpus={gpus} "
             f"(gradients are accumulated over batch / (batch_gpu * gpus) rounds)"
         )
-    for name in ("kimg", "tick"):
-        if raw.get(name) is not None and raw[name] <= 0:
-            raise OptionsError(f"--{name} must be > 0, got {raw[name]}")
-    for name in ("snap", "cbase", "cmax", "map_depth", "mbstd_group"):
-        if raw.get(name) is not None and raw[name] < 1:
-            raise OptionsError(f"--{name.replace('_', '-')} must be at least 1, got {raw[name]}")
-    for name in ("glr", "dlr"):
-        if raw.get(name) is not None and raw[name] <= 0:
-            raise OptionsError(f"--{name} must be > 0, got {raw[name]}")
-    if raw.get("gamma") is not None and raw["gamma"] < 0:
-        raise OptionsError(f"--gamma must be >= 0, got {raw['gamma']}")
-    if raw.get("freezed", 0) < 0:
-        raise OptionsError("--freezed must be >= 0")
-    if (raw.get("workers") or 0) < 0:
-        raise OptionsError("--workers must be >= 0")
-    if raw.get("subset") is not None and raw["subset"] < 1:
-        raise OptionsError("--subset must be at least 1")
-    device = raw.get("device")
-    if device is not None and device not in DEVICES:
-        raise OptionsError(f"--device must be one of {', '.join(DEVICES)}")
+
+
+def check_outdir(outdir: str | os.PathLike[str]) -> None:
+    """``--outdir`` must be a folder this process can create run folders in (it may not exist yet)."""
+    path = Path(outdir)
+    if path.exists() and not path.is_dir():
+        raise OptionsError(f"--outdir {outdir} is a file, not a folder")
+    existing = path
+    while not existing.exists():  # the nearest existing ancestor is where folders get created
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OptionsError(f"--outdir {outdir}: {existing} is a file, not a folder")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise OptionsError(f"--outdir {outdir}: cannot create folders in {existing} (permission denied)")
 
 
 def resolve_device(requested: str | None) -> str:
@@ -382,20 +632,9 @@ def run_desc(o: TrainingOptions, raw: Mapping[str, Any]) -> str:
     return desc
 
 
-def resolve_options(
-    raw: Mapping[str, Any],
-    dataset: DatasetInfo,
-    *,
-    resume: ResumeInfo | None = None,
-    world_size: int = 1,
-    device: str | None = None,
-    plugin_options: Mapping[str, Any] | None = None,
-) -> TrainingOptions:
-    """Combine the raw options with the preset and the dataset; raise :class:`OptionsError` if invalid."""
-    raw = {**CLI_DEFAULTS, **{k: v for k, v in raw.items() if v is not None or k not in CLI_DEFAULTS}}
-    check_cli(raw)
-    gpus = int(raw["gpus"])
-    check_world_size(gpus, world_size)
+def check_dataset(raw: Mapping[str, Any], dataset: DatasetInfo) -> None:
+    """The options against the data: labels for ``--cond``, a usable resolution and channel count,
+    ``--subset`` within the data."""
     if raw["cond"] and not dataset.has_labels:
         raise OptionsError(
             f"--cond needs labels, but {dataset.name!r} ({raw['data']}) has none "
@@ -413,101 +652,117 @@ def resolve_options(
     if raw["subset"] is not None and raw["subset"] > dataset.size:
         raise OptionsError(f"--subset={raw['subset']} is larger than the dataset ({dataset.size} images)")
 
-    spec = preset(raw["cfg"], res, gpus)
-    batch = raw["batch"] if raw["batch"] is not None else spec.mb
-    if raw["batch_gpu"] is not None:
-        batch_gpu = raw["batch_gpu"]
-    elif raw["batch"] is not None:
-        batch_gpu = batch // gpus
-    else:
-        batch_gpu = max(spec.mb // spec.ref_gpus, 1)
+
+def check_batch(v: Mapping[str, Any]) -> None:
+    """The resolved batch sizes divide: batch by batch_gpu x gpus, batch_gpu by the mbstd group."""
+    batch, batch_gpu, gpus = v["batch"], v["batch_gpu"], v["gpus"]
     if batch % (batch_gpu * gpus) != 0:
         raise OptionsError(
             f"--batch={batch} must be divisible by --batch-gpu={batch_gpu} times --gpus={gpus}"
         )
-    mbstd = raw["mbstd_group"] if raw["mbstd_group"] is not None else spec.mbstd
-    group = min(mbstd, batch_gpu)
+    group = min(v["mbstd_group"], batch_gpu)
     if batch_gpu % group != 0:
         raise OptionsError(
             f"--batch-gpu={batch_gpu} must be divisible by the minibatch-std group size "
             f"{group} (--mbstd-group)"
         )
 
-    c_dim = dataset.label_dim if raw["cond"] else 0
-    if resume is not None:
-        if resume.resolution != res:
-            raise OptionsError(
-                f"--resume {resume.path}: the network is {resume.resolution}x{resume.resolution} "
-                f"but the data is {res}x{res}"
-            )
-        if resume.img_channels != dataset.num_channels:
-            raise OptionsError(
-                f"--resume {resume.path}: the network has {resume.img_channels} image channels "
-                f"but the data has {dataset.num_channels}"
-            )
-        if resume.format == "snapshot" and resume.c_dim != c_dim:
-            raise OptionsError(
-                f"--resume {resume.path}: the network has c_dim={resume.c_dim} but this run has "
-                f"c_dim={c_dim} (check --cond)"
-            )
 
-    ada_kimg = 500.0
-    ema_rampup = spec.ramp
-    if resume is not None and resume.format == "weights":
-        ada_kimg, ema_rampup = 100.0, None  # upstream's transfer-learning settings
-    if raw["ada_kimg"] is not None:
-        ada_kimg = float(raw["ada_kimg"])
-    fp32 = bool(raw["fp32"])
+def check_resume(resume: ResumeInfo, dataset: DatasetInfo, c_dim: int) -> None:
+    """The ``--resume`` network fits the data (resolution, channels; labels for a snapshot)."""
+    res = dataset.resolution
+    if resume.resolution != res:
+        raise OptionsError(
+            f"--resume {resume.path}: the network is {resume.resolution}x{resume.resolution} "
+            f"but the data is {res}x{res}"
+        )
+    if resume.img_channels != dataset.num_channels:
+        raise OptionsError(
+            f"--resume {resume.path}: the network has {resume.img_channels} image channels "
+            f"but the data has {dataset.num_channels}"
+        )
+    if resume.format == "snapshot" and resume.c_dim != c_dim:
+        raise OptionsError(
+            f"--resume {resume.path}: the network has c_dim={resume.c_dim} but this run has "
+            f"c_dim={c_dim} (check --cond)"
+        )
+
+
+def freezable_layers(resolution: int, img_channels: int, architecture: str) -> int:
+    """How many layers ``--freezed`` can freeze: the layers of D's blocks (the 4x4 epilogue never freezes).
+
+    Counted on a D with one channel per layer (the layer structure does not depend on the widths).
+    """
+    from stylegan2_ada.networks import Discriminator
+
+    D = Discriminator(
+        c_dim=0,
+        img_resolution=resolution,
+        img_channels=img_channels,
+        architecture=architecture,
+        channel_base=resolution,
+        channel_max=1,
+    )
+    return sum(getattr(D, f"b{res}").num_layers for res in D.block_resolutions)
+
+
+# Options whose resolved value is not stored under their own name.
+_NOT_STORED_AS_IS = ("plugin", "resume", "metrics", "desc")
+
+
+def resolve_options(
+    raw: Mapping[str, Any],
+    dataset: DatasetInfo,
+    *,
+    resume: ResumeInfo | None = None,
+    world_size: int = 1,
+    device: str | None = None,
+    plugin_options: Mapping[str, Any] | None = None,
+) -> TrainingOptions:
+    """Combine the raw options with the preset and the dataset; raise :class:`OptionsError` if invalid.
+
+    Each option's value is the one given or its :class:`Fallback` (:data:`OPTION_SPECS`); ``device``,
+    when given, is the already resolved ``--device``.
+    """
+    raw = with_cli_defaults(raw)
+    check_cli(raw)
+    check_world_size(int(raw["gpus"]), world_size)
+    check_dataset(raw, dataset)
+    res = dataset.resolution
+    spec = preset(raw["cfg"], res, int(raw["gpus"]))
+    raw["device"] = device if device is not None else resolve_device(raw["device"])
+    v = {s.name: s.resolve(raw[s.name], Resolution(spec, raw, resume)) for s in OPTION_SPECS}
+    check_batch(v)
+    c_dim = dataset.label_dim if v["cond"] else 0
+    if resume is not None:
+        check_resume(resume, dataset, c_dim)
+    cifar = v["cfg"] == "cifar"
+    d_architecture = "orig" if cifar else "resnet"
+    limit = freezable_layers(res, dataset.num_channels, d_architecture)
+    if v["freezed"] > limit:
+        raise OptionsError(
+            f"--freezed={v['freezed']}: D has {limit} layers that can be frozen at {res}x{res} "
+            f"(--cfg {v['cfg']}); give at most {limit}"
+        )
     o = TrainingOptions(
-        outdir=str(raw["outdir"]),
-        data=str(raw["data"]),
+        **{name: value for name, value in v.items() if name not in _NOT_STORED_AS_IS},
+        plugins=v["plugin"],
+        resume=resume.path if resume is not None else None,
+        resume_format=resume.format if resume is not None else None,
+        metrics=[],
         dataset_name=dataset.name,
         resolution=res,
         img_channels=dataset.num_channels,
         c_dim=c_dim,
         dataset_size=dataset.size,
-        cond=bool(raw["cond"]),
-        mirror=bool(raw["mirror"]),
-        subset=raw["subset"],
-        gpus=gpus,
-        batch=int(batch),
-        batch_gpu=int(batch_gpu),
-        kimg=float(raw["kimg"] if raw["kimg"] is not None else spec.kimg),
-        tick=float(raw["tick"]),
-        snap=int(raw["snap"]),
-        cfg=raw["cfg"],
-        gamma=float(raw["gamma"] if raw["gamma"] is not None else spec.gamma),
-        cbase=int(raw["cbase"] if raw["cbase"] is not None else spec.fmaps * 32768),
-        cmax=int(raw["cmax"] if raw["cmax"] is not None else 512),
-        map_depth=int(raw["map_depth"] if raw["map_depth"] is not None else spec.map),
-        glr=float(raw["glr"] if raw["glr"] is not None else spec.lrate),
-        dlr=float(raw["dlr"] if raw["dlr"] is not None else spec.lrate),
-        mbstd_group=int(mbstd),
         ema_kimg=float(spec.ema),
-        ema_rampup=ema_rampup,
-        pl_weight=0.0 if raw["cfg"] == "cifar" else 2.0,
-        style_mixing=0.0 if raw["cfg"] == "cifar" else 0.9,
-        d_architecture="orig" if raw["cfg"] == "cifar" else "resnet",
-        aug=raw["aug"],
-        p=raw["p"],
-        target=float(raw["target"] if raw["target"] is not None else 0.6),
-        augpipe=raw["augpipe"],
-        ada_kimg=ada_kimg,
-        resume=resume.path if resume is not None else None,
-        resume_format=resume.format if resume else None,
-        freezed=int(raw["freezed"]),
-        fp32=fp32,
-        num_fp16_res=0 if fp32 else 4,
-        conv_clamp=None if fp32 else 256,
-        metrics=[],
-        seed=int(raw["seed"]),
-        workers=devices.default_workers(cap=UPSTREAM_WORKERS)
-        if raw["workers"] is None
-        else int(raw["workers"]),
-        device=device if device is not None else resolve_device(raw["device"]),
-        plugins=list(raw["plugin"] or ()),
+        ema_rampup=None if resume is not None and resume.format == "weights" else spec.ramp,
+        pl_weight=0.0 if cifar else 2.0,
+        style_mixing=0.0 if cifar else 0.9,
+        d_architecture=d_architecture,
+        num_fp16_res=0 if v["fp32"] else 4,
+        conv_clamp=None if v["fp32"] else 256,
         plugin_options=dict(plugin_options or {}),
-        dry_run=bool(raw["dry_run"]),
     )
     if resume is not None:  # no option sets z_dim / w_dim: take the resumed network's
         o.z_dim, o.w_dim = int(resume.z_dim), int(resume.w_dim)

@@ -12,7 +12,7 @@ import click
 import torch
 
 from stylegan2_ada.hookspecs import hookimpl
-from stylegan2_ada.training.context import PhaseData, TrainingContext
+from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 
 EXTRAS_KEY = "scaled_norm"
 
