@@ -197,11 +197,14 @@ def test_format_is_detected_by_content_not_extension(tmp_path, tiny_networks):
     ckpt.save_checkpoint(native_named_pkl, networks={"G": tiny_networks["G"]})
     assert ckpt.detect_format(native_named_pkl) == "native"
     assert ckpt.load_checkpoint(native_named_pkl).format == "native"
-    if FIXTURE_PKL.is_file():
-        pkl_named_safetensors = tmp_path / "looks-like.safetensors"
-        shutil.copyfile(FIXTURE_PKL, pkl_named_safetensors)
-        assert ckpt.detect_format(pkl_named_safetensors) == "upstream-pkl"
-        assert ckpt.load_checkpoint(pkl_named_safetensors).format == "upstream-pkl"
+
+
+@needs_fixture
+def test_upstream_pickle_is_detected_by_content_not_extension(tmp_path):
+    pkl_named_safetensors = tmp_path / "looks-like.safetensors"
+    shutil.copyfile(FIXTURE_PKL, pkl_named_safetensors)
+    assert ckpt.detect_format(pkl_named_safetensors) == "upstream-pkl"
+    assert ckpt.load_checkpoint(pkl_named_safetensors).format == "upstream-pkl"
 
 
 def _write_native(path: Path, tensors: dict, document: dict | None) -> None:

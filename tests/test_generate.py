@@ -18,19 +18,13 @@ import pytest
 import torch
 from checkpoint_helpers import save_with_header_length
 from click.testing import CliRunner
-from conftest import tiny_g_kwargs
+from conftest import FIXTURE_PKL, needs_fixture, tiny_g_kwargs
 from PIL import Image
 
 from stylegan2_ada import checkpoint as ckpt
 from stylegan2_ada import generation
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
-FIXTURE_PKL = FIXTURES / "upstream-c2-32px.pkl"
-needs_fixture = pytest.mark.skipif(
-    not FIXTURE_PKL.is_file(),
-    reason=f"upstream reference fixture not present at {FIXTURES} (only in the project's shared checkout)",
-)
 networks_mod = pytest.importorskip(
     "stylegan2_ada.networks", reason="stylegan2_ada/networks.py not written yet"
 )

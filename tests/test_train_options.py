@@ -214,7 +214,9 @@ def test_int_options_on_the_command_line(shapes: Path, name: str, value: int) ->
     spec = SPECS[name]
     with tempfile.TemporaryDirectory() as tmp:
         outdir = Path(tmp) / "runs"
-        if INT_VALID[name](value):
+        # with the 16x16 test images, --cbase below 16 would give zero-width layers (check_capacity)
+        valid = INT_VALID[name](value) and not (name == "cbase" and value < 16)
+        if valid:
             assert getattr(dry_run(outdir, shapes, spec.flag_name, str(value)), name) == value
         else:
             with pytest.raises(click.UsageError) as err:
@@ -317,6 +319,12 @@ def test_freezed_beyond_the_layers_of_d_is_refused(tmp_path: Path, shapes: Path)
     assert freezable_layers(16, 1, "orig") == 5  # --cfg cifar: no skip layers
 
 
+def test_cbase_below_the_resolution_is_refused(tmp_path: Path, shapes: Path) -> None:
+    assert dry_run(tmp_path, shapes, "--cbase", "16").cbase == 16  # one feature map at 16x16
+    with pytest.raises(click.UsageError, match=r"--cbase=8 is smaller than the resolution 16"):
+        dry_run(tmp_path, shapes, "--cbase", "8")  # was a ZeroDivisionError while building the networks
+
+
 def _labels(folder: Path, labels: list[int]) -> None:
     entries = [[f"img{i:04d}.png", c] for i, c in enumerate(labels)]
     (folder / "dataset.json").write_text(json.dumps({"labels": entries}))
@@ -325,11 +333,12 @@ def _labels(folder: Path, labels: list[int]) -> None:
 def test_a_stray_huge_class_id_is_refused(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "shapes", n=4)
     _labels(data, [0, 1, 0, 999_999])  # one typo: would be a million-class G
-    with pytest.raises(click.UsageError, match="more than --max-classes=1000") as err:
+    with pytest.raises(click.UsageError, match="more than the limit of 1000") as err:
         dry_run(tmp_path / "o", data, "--cond=1")
-    assert "a class id of 999999 makes 1000000 classes" in err.value.message
+    assert "label 999999 for 'img0003.png' means 1000000 classes" in err.value.message
+    assert "--max-classes" in err.value.message
     _labels(data, [0, 1, 0, 5])
-    with pytest.raises(click.UsageError, match="6 dimensions \\(classes\\), more than --max-classes=3"):
+    with pytest.raises(click.UsageError, match="means 6 classes, more than the limit of 3"):
         dry_run(tmp_path / "o", data, "--cond=1", "--max-classes", "3")
     assert dry_run(tmp_path / "o", data, "--cond=1", "--max-classes", "6").c_dim == 6
     assert dry_run(tmp_path / "o", data, "--cond=0", "--max-classes", "1").c_dim == 0

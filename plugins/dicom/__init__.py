@@ -139,4 +139,5 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
         xflip=bool(options.get("mirror", False)),
         max_size=options.get("subset"),
         random_seed=int(options.get("seed") or 0),
+        **({"max_classes": int(options["max_classes"])} if options.get("max_classes") else {}),
     )

@@ -43,7 +43,9 @@ def open_training_dataset(
             path=data, options=dict(options or {}), cache_dir=os.path.join(outdir, ".cache")
         )
     if ds is None:
-        ds = open_image_dataset(data, use_labels=cond, xflip=mirror, max_size=subset, random_seed=seed)
+        ds = open_image_dataset(
+            data, use_labels=cond, xflip=mirror, max_size=subset, random_seed=seed, max_classes=max_classes
+        )
     label_dim = int(ds.label_dim)
     if label_dim > max_classes:
         raise DatasetError(

@@ -112,11 +112,6 @@ def save_image_grid(
     write_png_atomic(path, images_to_grid(images, grid_size, drange))
 
 
-def real_grid_images(dataset: Any, indices: Sequence[int]) -> np.ndarray:
-    """Fetch the grid's real images: uint8 [N, C, H, W]."""
-    return np.stack([np.asarray(dataset[i][0]) for i in indices])
-
-
 @torch.no_grad()
 def generate_grid_images(G: nn.Module, z: torch.Tensor, c: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """``G(z, c, noise_mode='const')`` in chunks: z [N, z_dim], c [N, c_dim] -> float [N, C, H, W] on CPU."""

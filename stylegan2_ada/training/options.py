@@ -25,6 +25,7 @@ from typing import Any
 
 from stylegan2_ada import devices
 from stylegan2_ada.augment import AUGPIPE_SPECS, DEFAULT_ADA_KIMG, DEFAULT_ADA_TARGET, RESUME_ADA_KIMG
+from stylegan2_ada.dataset import DEFAULT_MAX_CLASSES
 
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
@@ -33,7 +34,6 @@ DEVICES = devices.DEVICES
 UPSTREAM_WORKERS = 3  # upstream's DataLoader workers, capped at the CPUs available
 DEFAULT_CMAX = 512  # upstream's channel_max
 MAX_KIMG = 1e9  # --kimg / --tick above this overflow the image counters' arithmetic
-DEFAULT_MAX_CLASSES = 1000  # conditioning classes (label dimensions) accepted without --max-classes
 DEFAULT_MAX_BAD_IMAGES = 100  # training items that may fail to load before training stops
 
 
@@ -653,6 +653,16 @@ def check_dataset(raw: Mapping[str, Any], dataset: DatasetInfo) -> None:
         raise OptionsError(f"--subset={raw['subset']} is larger than the dataset ({dataset.size} images)")
 
 
+def check_capacity(v: Mapping[str, Any], resolution: int) -> None:
+    """Every layer gets at least one feature map: ``channel_base // resolution >= 1`` at the top block
+    (a smaller ``--cbase`` would build zero-width layers)."""
+    if v["cbase"] < resolution:
+        raise OptionsError(
+            f"--cbase={v['cbase']} is smaller than the resolution {resolution}: the {resolution}x{resolution} "
+            f"layers would have no feature maps (use --cbase >= {resolution})"
+        )
+
+
 def check_batch(v: Mapping[str, Any]) -> None:
     """The resolved batch sizes divide: batch by batch_gpu x gpus, batch_gpu by the mbstd group."""
     batch, batch_gpu, gpus = v["batch"], v["batch_gpu"], v["gpus"]
@@ -733,6 +743,7 @@ def resolve_options(
     raw["device"] = device if device is not None else resolve_device(raw["device"])
     v = {s.name: s.resolve(raw[s.name], Resolution(spec, raw, resume)) for s in OPTION_SPECS}
     check_batch(v)
+    check_capacity(v, res)
     c_dim = dataset.label_dim if v["cond"] else 0
     if resume is not None:
         check_resume(resume, dataset, c_dim)
