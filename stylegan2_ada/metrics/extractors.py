@@ -44,9 +44,9 @@ file ``PATH.json`` beside the detector, with the keys of :class:`InputSpec` plus
     {"name": "my-net", "input_size": 224, "input_channels": 3, "input_range": "0-1",
      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
-Without one, the upstream convention is used: uint8-range values, 3 channels, the images' own size (a
-torch.export program with a static input shape gets that size, its channel count and, for a float input,
-float32 values 0..255).
+Without one, the upstream convention is used: uint8-range values, 3 channels, the images' own size. For a
+torch.export program the defaults come from its input: a fixed size and channel count, and float32 values
+0..255 for a float input; the metadata overrides them key by key.
 """
 
 from __future__ import annotations
@@ -676,10 +676,17 @@ def _load_torchvision(
     parent = net.get_submodule(parent_name) if parent_name else net
     setattr(parent, leaf, nn.Identity())
     net = net.eval().requires_grad_(False).to(device)
+    forward: Callable[[torch.Tensor], Any] = net
+    if device.type == "cpu":  # oneDNN's convolutions run about 2x faster on NHWC tensors
+
+        def forward(x: torch.Tensor) -> Any:
+            return net(x.contiguous(memory_format=torch.channels_last))
+
+        net.to(memory_format=torch.channels_last)
     spec = InputSpec(arch.input_size, 3, "0-1", IMAGENET_MEAN, IMAGENET_STD)
     display = arch_name.replace("_noaux", "")
     return ModuleExtractor(
-        net,
+        forward,
         spec,
         name=display,
         kind="torchvision-weights",

@@ -5,11 +5,11 @@ there) and return plain Python floats.
 
 FID (Fréchet distance between Gaussians fitted to the two sets)
     ``||mu_r - mu_f||^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^(1/2))`` with the sample means ``mu`` and the
-    unbiased sample covariances ``S`` (normalised by ``N - 1``), in float64. The trace of the matrix
-    square root is computed as ``sum(sqrt(eig(S_r^(1/2) S_f S_r^(1/2))))`` with ``scipy.linalg.eigh``:
-    that matrix is symmetric positive semi-definite and similar to ``S_r S_f``, so this equals the usual
-    ``tr(sqrtm(S_r S_f))`` while staying real and stable when the covariances are singular (fewer images
-    than feature dimensions).
+    unbiased sample covariances ``S`` (normalised by ``N - 1``), in float64 on the features' device. The
+    trace of the matrix square root is computed as ``sum(sqrt(eig(S_r^(1/2) S_f S_r^(1/2))))`` with
+    ``torch.linalg.eigh`` (LAPACK on CPU, cuSOLVER on CUDA): that matrix is symmetric positive
+    semi-definite and similar to ``S_r S_f``, so this equals the usual ``tr(sqrtm(S_r S_f))`` while staying
+    real and stable when the covariances are singular (fewer images than feature dimensions).
 
 KID (kernel inception distance)
     The unbiased estimate of the squared maximum mean discrepancy with the cubic polynomial kernel
@@ -37,7 +37,6 @@ import contextlib
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.linalg
 import torch
 
 __all__ = [
@@ -83,9 +82,8 @@ def _check_pair(real: torch.Tensor, fake: torch.Tensor, what: str, min_rows: int
 
 
 @torch.no_grad()
-def feature_moments(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``[N, F]`` -> (mean float64 ``[F]``, unbiased covariance float64 ``[F, F]``), computed on the
-    features' device."""
+def feature_moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, F]`` -> (mean ``[F]``, unbiased covariance ``[F, F]``), float64 on the features' device."""
     if features.ndim != 2 or features.shape[0] < 2:
         raise MetricInputError(
             f"FID needs at least 2 samples of [N, F] features, got {tuple(features.shape)}"
@@ -94,24 +92,37 @@ def feature_moments(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     mu = x.mean(dim=0)  # [F]
     centred = x - mu
     sigma = centred.T @ centred / (x.shape[0] - 1)  # [F, F]
-    return mu.cpu().numpy(), sigma.cpu().numpy()
+    return mu, sigma
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2); see the module docstring."""
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+def _float64(x: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(x).to(device, torch.float64)
+
+
+@torch.no_grad()
+def frechet_distance(
+    mu1: torch.Tensor | np.ndarray,
+    sigma1: torch.Tensor | np.ndarray,
+    mu2: torch.Tensor | np.ndarray,
+    sigma2: torch.Tensor | np.ndarray,
+) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (tensors or arrays; computed in float64 on
+    ``mu1``'s device); see the module docstring."""
+    device = mu1.device if isinstance(mu1, torch.Tensor) else torch.device("cpu")
+    mu1, mu2 = _float64(mu1, device), _float64(mu2, device)
+    s1, s2 = _float64(sigma1, device), _float64(sigma2, device)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.numel(), mu1.numel()):
         raise MetricInputError(
-            f"mean/covariance shapes do not match: {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape}"
+            f"mean/covariance shapes do not match: {tuple(mu1.shape)}, {tuple(s1.shape)}, "
+            f"{tuple(mu2.shape)}, {tuple(s2.shape)}"
         )
-    evals, evecs = scipy.linalg.eigh(s1)
-    root1 = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T  # S1^(1/2), symmetric
+    evals, evecs = torch.linalg.eigh(s1)
+    root1 = (evecs * evals.clamp(min=0).sqrt()) @ evecs.T  # S1^(1/2), symmetric
     middle = root1 @ s2 @ root1
     middle = (middle + middle.T) / 2  # exactly symmetric for eigvalsh
-    trace_sqrt = np.sqrt(np.clip(scipy.linalg.eigvalsh(middle), 0, None)).sum()
-    mean_term = float(np.square(mu1 - mu2).sum())
-    return float(mean_term + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
+    trace_sqrt = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
+    mean_term = (mu1 - mu2).square().sum()
+    return float(mean_term + s1.trace() + s2.trace() - 2 * trace_sqrt)
 
 
 def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
