@@ -221,10 +221,13 @@ def main(
             progress=not quiet,
             log=log,
         )
-    except (MetricError, DatasetError) as exc:
+    except (MetricError, DetectorError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
     for name, result in results.items():
-        path = append_metric_jsonl(target, name, result, snapshot_pkl=network, kimg=kimg)
+        try:
+            path = append_metric_jsonl(target, name, result, snapshot_pkl=network, kimg=kimg)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write metric-{name}.jsonl in {target}: {exc}") from None
         values = ", ".join(f"{k} {v:.6g}" for k, v in result["results"].items())
         click.echo(f"{name}: {values} ({result['total_time_str']}) -> {path}")
 

@@ -207,3 +207,21 @@ def test_curves_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(curves.main, [str(tmp_path / "nope"), "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 1 and "not a folder" in result.output
     assert not (tmp_path / "c.png").exists()
+
+
+class OnlyLargeImages(nn.Module):
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        assert img.shape[2] >= 32, "images too small for this network"
+        return img.float().mean(dim=(2, 3))
+
+
+def test_a_detector_failing_on_the_data_is_one_error_line(setup: dict[str, Path], tmp_path: Path) -> None:
+    detector = tmp_path / "large.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(OnlyLargeImages()).save(str(detector))  # passes the 64x64 probe at load time
+    args = _args(setup, "--metrics", "fid50k_full", "--num", "8")
+    args[args.index("--detector") + 1] = str(detector)
+    result = _run(*args)
+    assert result.exit_code == 1 and "Error:" in result.output and "images too small" in result.output
+    assert "Traceback" not in result.output

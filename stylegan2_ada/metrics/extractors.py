@@ -94,6 +94,15 @@ class DetectorError(ValueError):
     """A feature-extractor file cannot be used; the message names the file and the problem."""
 
 
+def _summary(exc: BaseException) -> str:
+    """One line of a foreign error: the first, or the last for TorchScript (whose first line only says
+    that the interpreter failed)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+
+
 @runtime_checkable
 class FeatureExtractor(Protocol):
     """What the metrics need from a feature extractor (see the module docstring)."""
@@ -263,10 +272,9 @@ class ModuleExtractor:
         try:
             out = self._forward(x)
         except Exception as exc:  # noqa: BLE001 - a foreign network's failure, reported with the file named
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise DetectorError(
                 f"{self.path}: the {self.kind} network failed on a batch {list(x.shape)} {x.dtype}: "
-                f"{type(exc).__name__}: {first}"
+                f"{type(exc).__name__}: {_summary(exc)}"
             ) from exc
         return self._flatten(out, x.shape[0])
 
@@ -395,9 +403,7 @@ def _load_torchscript(
             warnings.simplefilter("ignore", FutureWarning)
             module = torch.jit.load(path, map_location=device, _extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and friends for bad archives
-        raise DetectorError(
-            f"{path}: cannot load as TorchScript: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        raise DetectorError(f"{path}: cannot load as TorchScript: {_summary(exc)}") from None
     module.eval()
     doc, where = _metadata(path, extra.get(EXTRA_FILE))
     spec, name = InputSpec.from_json(doc, where) if doc is not None else (InputSpec(), None)
@@ -543,9 +549,7 @@ def _load_export(
             program = torch.export.load(f, extra_files=extra)
         module = program.module().to(device)
     except Exception as exc:  # noqa: BLE001
-        raise DetectorError(
-            f"{path}: cannot load as torch.export: {str(exc).strip().splitlines()[0]}"
-        ) from None
+        raise DetectorError(f"{path}: cannot load as torch.export: {_summary(exc)}") from None
     doc, where = _metadata(path, extra.get(EXTRA_FILE))
     meta = _export_input_meta(program)
     inferred: dict[str, Any] = {}  # from the program's input; the metadata overrides it
@@ -669,9 +673,7 @@ def _load_torchvision(
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise DetectorError(
-            f"{path}: the weights do not fit {arch_name}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise DetectorError(f"{path}: the weights do not fit {arch_name}: {_summary(exc)}") from None
     parent_name, _, leaf = arch.head.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net
     setattr(parent, leaf, nn.Identity())
