@@ -86,6 +86,8 @@ __all__ = [
 #: Name of the embedded metadata file (TorchScript ``_extra_files`` / torch.export ``extra_files``).
 EXTRA_FILE = "feature_extractor.json"
 VALUE_RANGES = ("uint8", "0-255", "0-1", "-1-1")
+#: Part of every content hash: raise it when :func:`prepare_images` changes what a network sees.
+PREPROCESSING_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -243,7 +245,13 @@ class ModuleExtractor:
         self.device = torch.device(device)
         self.static_batch = static_batch
         self.details = dict(details or {})
-        doc = {"kind": kind, "file_sha256": file_sha256, "spec": spec.to_json(), **self.details}
+        doc = {
+            "preprocessing": PREPROCESSING_VERSION,
+            "kind": kind,
+            "file_sha256": file_sha256,
+            "spec": spec.to_json(),
+            **self.details,
+        }
         self.content_hash = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
         self.file_sha256 = file_sha256
         probe = torch.zeros(

@@ -280,20 +280,24 @@ def real_features(
 ) -> tuple[FeatureSet | None, dict[str, Any]]:
     """Features of every item of ``dataset``, from the cache when it holds them (see the module docstring).
 
-    Every rank must call this together. Returns ``(features, info)`` on rank 0 and ``(None, info)`` on the
-    others; ``info`` says ``cache_file`` (or ``None`` without ``cache_dir``) and whether it was ``cached``.
+    Every rank must call this together. Returns ``(features, meta)`` on rank 0 and ``(None, meta)`` on the
+    others; ``meta`` says ``cache_file`` (``None`` without ``cache_dir``) and whether it was ``cached``.
     """
     info = info or DistInfo()
     n = len(dataset)
     path, key_doc, hit = None, None, None
     if info.is_main and cache_dir is not None:
-        key_doc = {
-            "format": CACHE_FORMAT,
-            "extractor": extractor.content_hash,
-            "extractor_name": extractor.name,
-            "dataset": dataset_fingerprint(dataset, progress=progress),
-        }
-        key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:24]
+        key_text = json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "extractor": extractor.content_hash,
+                "extractor_name": extractor.name,
+                "dataset": dataset_fingerprint(dataset, progress=progress),
+            },
+            sort_keys=True,
+        )
+        key_doc = json.loads(key_text)  # as it reads back from the file (tuples become lists)
+        key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
         name = f"{_safe_name(getattr(dataset, 'name', 'dataset'))}-{_safe_name(extractor.name)}-{key}.safetensors"
         path = os.path.join(os.fspath(cache_dir), name)
         hit = _read_cache(path, key_doc) if os.path.isfile(path) else None

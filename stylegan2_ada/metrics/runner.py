@@ -74,10 +74,6 @@ __all__ = [
     "parse_metric_list",
 ]
 
-KID_SUBSETS = 100
-KID_MAX_SUBSET = 1000
-PR_NEIGHBOURS = 3
-
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -145,7 +141,7 @@ def _plan(G: nn.Module, real: FeatureSet, class_idx: int | None, where: str) -> 
         return _Plan(FakeLabels(0), (("", None),), None)
     if real.labels.shape[1] != c_dim:
         raise MetricError(
-            f"the generator is conditional ({c_dim} label values) but the dataset {where} has "
+            f"the generator is conditional ({c_dim} label values) but the dataset{f' {where!r}' if where else ''} has "
             f"{real.labels.shape[1]} label values per image; a conditional generator needs the labelled dataset"
         )
     classes = real.classes()
@@ -179,13 +175,9 @@ def _group_rows(fs: FeatureSet, cls: int | None) -> np.ndarray:
 def _statistic(spec: MetricSpec, real: torch.Tensor, fake: torch.Tensor, seed: int) -> dict[str, float]:
     if spec.kind == "fid":
         return {"": st.fid_from_features(real, fake)}
-    if spec.kind == "kid":
-        return {
-            "": st.kernel_inception_distance(
-                real, fake, num_subsets=KID_SUBSETS, max_subset_size=KID_MAX_SUBSET, seed=seed
-            )
-        }
-    precision, recall = st.precision_recall(real, fake, k=PR_NEIGHBOURS)
+    if spec.kind == "kid":  # upstream's subsets: the defaults, 100 of at most 1000 images
+        return {"": st.kernel_inception_distance(real, fake, seed=seed)}
+    precision, recall = st.precision_recall(real, fake)  # k = 3, the default
     return {"_precision": precision, "_recall": recall}
 
 
