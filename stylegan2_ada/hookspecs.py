@@ -149,3 +149,16 @@ def plugin_state(context: TrainingContext) -> Mapping[str, Any] | None:
 @hookspec
 def restore_plugin_state(context: TrainingContext, state: Mapping[str, Any]) -> None:
     """Restore what :func:`plugin_state` returned, when resuming from a snapshot that holds it."""
+
+
+@hookspec(firstresult=True)
+def feature_extractors(path: str, device: torch.device) -> Any:
+    """Open a feature-extractor file (``--detector PATH`` of the metrics) the plugin recognises, or return ``None``.
+
+    Asked before the core's own kinds (TorchScript, torch.export, torchvision weights); the first plugin that
+    returns an extractor wins. Recognise the file by its content and never unpickle it. The extractor follows
+    :class:`stylegan2_ada.metrics.extractors.FeatureExtractor`: ``__call__(uint8 [N, C, H, W]) -> float32
+    [N, F]`` on ``device`` (C = 1 or 3: adapt the channels the network needs), ``name``, ``feature_dim``,
+    ``content_hash`` (changes whenever the features could change; it keys the real-feature cache) and
+    ``describe() -> dict`` (JSON-able, written into the metric files).
+    """
