@@ -284,8 +284,11 @@ def train(**opts: Any) -> None:
     """Train a classifier; the model with the best validation AUC is saved to --out.
 
     Validation data are real images only (a split of --data, or --val-data); keep your test set out of
-    both. Example: python -m classification train --data spine.zip --arch densenet121
-    --weights densenet121-imagenet.safetensors --epochs 30 --batch 32 --out clf.safetensors
+    both. Example:
+
+    \b
+    python -m classification train --data spine.zip --arch densenet121 \\
+        --weights densenet121-a639ec97.pth --epochs 30 --batch 32 --out clf.safetensors
     """
     from classification.model_file import save_classifier
     from classification.train import TrainConfig, train_classifier
@@ -345,9 +348,11 @@ def import_command(
     --trust-pickle a whole pickled model) into our safetensors model file.
 
     The architecture must be one of the allow-list (tried in turn when --arch is not given). The
-    original SpineGAN's DenseNet-121 (Resize(256) + CenterCrop(224) on 256 px images):
-    python -m classification import --trust-pickle checkpoint.pt --out clf.safetensors --arch densenet121
-    --class-names normal,abnormal --center-crop 0.875
+    original SpineGAN's DenseNet-121 (trained with Resize(256) + CenterCrop(224) on 256 px images):
+
+    \b
+    python -m classification import --trust-pickle checkpoint_12.pt --out clf.safetensors \\
+        --arch densenet121 --class-names normal,abnormal --center-crop 0.875
     """
     from classification.importer import TRUST_PICKLE_WARNING, import_model
     from classification.model_file import save_classifier

@@ -79,6 +79,7 @@ class Source:
     dataset: ImageDataset
     samples: list[Sample] = field(default_factory=list)
     class_names: list[str] | None = None
+    sha256: str = ""  # :func:`fingerprint`, set by prepare_data
 
     def summary(self, class_names: Sequence[str]) -> dict[str, Any]:
         counts = Counter(s.label for s in self.samples)
@@ -90,7 +91,7 @@ class Source:
             "images_used": len(self.samples),
             "images_in_source": self.dataset.num_images,
             "class_counts": {class_names[c]: counts.get(c, 0) for c in range(len(class_names))},
-            "sha256": fingerprint(self.dataset),
+            "sha256": self.sha256,
         }
 
 
@@ -366,6 +367,14 @@ def prepare_data(
             src, names = _open_generated(folder, len(sources))
             sources.append(src)
             named.append((src.path, names))
+    for src in sources:
+        src.sha256 = fingerprint(src.dataset)
+    held_out = {src.sha256: src.path for src in sources if src.role == "val"}
+    for src in sources:
+        if src.role != "val" and src.sha256 in held_out:
+            raise DataError(
+                f"{src.path} and the validation data {held_out[src.sha256]} have the same content"
+            )
     class_names = _class_names(sources, named)
     if len(class_names) < 2:
         raise DataError("the data has only one class; a classifier needs at least two")

@@ -147,10 +147,11 @@ class ClassifierMeta:
     std: tuple[float, ...]
     class_names: tuple[str, ...]
     center_crop: float = 1.0
-    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    training_data: Mapping[str, Any] = field(default_factory=dict)
-    training: Mapping[str, Any] = field(default_factory=dict)
-    validation: Mapping[str, Any] = field(default_factory=dict)
+    # Dicts take part in == but not in hash() (which they would make fail).
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    training_data: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    training: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    validation: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         arch_spec(self.arch)  # ValueError for anything outside the allow-list
@@ -480,8 +481,9 @@ def _torch_load_weights(source: str | io.BytesIO, where: str) -> Any:
         match = _GLOBAL_RE.search(str(exc))
         needs = f" (it names {match.group(1)})" if match else ""
         raise PickledModelError(
-            f"{where}: a whole pickled Python model{needs}; loading it would run code stored in the file, "
-            f"so it is refused. If you trust the file, convert it once with: {conversion_command(where)}"
+            f"{where}: a whole pickled Python model or other pickled Python objects{needs}; loading it would "
+            f"run code stored in the file, so it is refused. If you trust the file, convert it once with: "
+            f"{conversion_command(where)}"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ClassifierFileError(f"{where}: cannot read (corrupt or truncated?): {exc}") from None

@@ -139,7 +139,7 @@ def _predict(
     net.eval()
     logits, labels = [], []
     for x, y in loader:
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             logits.append(net(x.to(device, non_blocking=True)).float().cpu())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
@@ -150,6 +150,10 @@ def validation_metrics(logits: torch.Tensor, labels: torch.Tensor, loss_fn: nn.M
     data with its sensitivity and specificity (scikit-learn's ROC)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    if not torch.isfinite(logits).all():
+        raise TrainingError(
+            "the network output NaN or infinity on the validation data (training diverged); lower --lr"
+        )
     y = labels.numpy()
     binary = logits.shape[1] == 1
     loss = float(loss_fn(logits.to(_device_of(loss_fn)), _targets(labels, binary).to(_device_of(loss_fn))))
@@ -301,7 +305,7 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
         total, seen = 0.0, 0
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 loss = loss_fn(net(x).float(), _targets(y, binary))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -335,7 +339,6 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
         if config.patience and stale >= config.patience:
             break
     bar.close()
-
     net.load_state_dict(best_state)
     seconds = time.perf_counter() - started
     training = {

@@ -243,3 +243,10 @@ def test_pretrained_weights_are_loaded_except_the_head(shapes, tmp_path):
     assert clf.meta.training["pretrained_weights"]["sha256"]
     with pytest.raises(TrainingError, match="torchvision"):
         train_classifier(TrainConfig(data=[str(shapes)], weights=str(path)), progress=False)
+
+
+def test_the_same_data_cannot_be_training_and_validation(tmp_path):
+    real = shapes_dataset(tmp_path / "real", n_per_class=4, resolution=16)
+    copy = shapes_dataset(tmp_path / "copy", n_per_class=4, resolution=16)
+    with pytest.raises(DataError, match="same content"):
+        prepare_data([str(real)], val_data=[str(copy)])
