@@ -238,7 +238,7 @@ def main() -> None:
     type=click.IntRange(min=0),
     default=10,
     metavar="N",
-    help="Stop after N epochs without a better validation AUC (0: never).",
+    help="Stop after N epochs without a better one (higher validation AUC, or equal AUC and lower loss; 0: never).",
 )
 @click.option(
     "--hflip",

@@ -268,8 +268,10 @@ def _class_names(
     """One list of class names for all sources (index -> name; ``"0"``, ``"1"``, ... where no source names
     a class); :class:`DataError` when two sources give one index different names."""
     num = max(
-        max((s.label for src in sources for s in src.samples), default=-1) + 1,
-        *(len(g or []) for _, g in named),
+        [
+            max((s.label for src in sources for s in src.samples), default=-1) + 1,
+            *(len(g or []) for _, g in named),
+        ]
     )
     names: list[str | None] = [None] * num
     origin: list[str] = [""] * num

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import io
 import json
 import math
@@ -154,6 +155,8 @@ class ClassifierMeta:
     validation: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        for name in ("mean", "std", "class_names"):  # lists given by callers become tuples
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         arch_spec(self.arch)  # ValueError for anything outside the allow-list
         if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class_names must be at least two distinct names, got {list(self.class_names)}")
@@ -311,11 +314,14 @@ class Classifier:
 
     meta: ClassifierMeta
     net: nn.Module
-    transform: EvalTransform = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.net.eval().requires_grad_(False)
-        object.__setattr__(self, "transform", self.meta.eval_transform)  # frozen: set once here
+
+    @functools.cached_property
+    def transform(self) -> EvalTransform:
+        """The eval transform (:attr:`ClassifierMeta.eval_transform`)."""
+        return self.meta.eval_transform
 
     @property
     def device(self) -> torch.device:

@@ -10,15 +10,17 @@
   more classes, cross-entropy with balanced class weights ``n / (K * n_c)``. Both from the training part.
 * AdamW with a cosine learning-rate schedule over ``epochs``; mixed precision (float16 autocast and a
   gradient scaler) on CUDA only, float32 on CPU.
-* Model selection and early stopping on the validation AUC only (binary AUC, or macro one-vs-rest AUC
-  for more classes): the weights of the best epoch are kept (the earliest on ties); training stops after
-  ``patience`` epochs without improvement. Test data is never an input of this module.
+* Model selection and early stopping on the validation data only: the weights of the epoch with the best
+  validation AUC (binary AUC, or macro one-vs-rest AUC for more classes) are kept, ties going to the lower
+  validation loss (a small validation set often reaches AUC 1 early); training stops after ``patience``
+  epochs without a better epoch. Test data is never an input of this module.
 * Seeds: Python, NumPy and torch are seeded with ``seed``; shuffling and each sample's augmentation come
   from ``(seed, epoch)`` only, so CPU runs repeat bit for bit, whatever the number of loader workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -200,17 +202,8 @@ def _loader(dataset: SampleSet, sampler: EpochSampler, batch: int, workers: int,
     )
 
 
-def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train per ``config`` (module docstring) and return the best-validation-AUC classifier (on CPU).
-
-    Raises:
-        TrainingError: unusable settings.
-        stylegan2_ada.dataset.DatasetError: unusable data (names the source).
-        classification.model_file.ClassifierFileError: an unusable ``weights`` file.
-    """
-    from tqdm import tqdm
-
-    started = time.perf_counter()
+def _check(config: TrainConfig) -> torch.device:
+    """Refuse impossible settings before any data is read; the device to train on."""
     try:
         device = devices.resolve_device(config.device)
         spec = arch_spec(config.arch)
@@ -231,31 +224,29 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
         raise TrainingError(
             "--weights (local ImageNet weights) applies to the torchvision architectures only"
         )
-    _seed_everything(config.seed)
+    return device
 
-    data = prepare_data(
-        config.data,
-        val_data=config.val_data,
-        synthetic=config.synthetic,
-        synthetic_per_class=config.synthetic_per_class,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
+
+@dataclass
+class _Setup:
+    net: nn.Module
+    meta: ClassifierMeta  # without the training results yet
+    pretrained: dict[str, Any] | None
+
+
+def _setup(config: TrainConfig, data: TrainingData) -> _Setup:
+    """The fresh (or pretrained) network and the metadata its eval transform comes from."""
     in_channels, input_size, arch_kwargs = _network_shape(config, data)
     if config.weights:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = pixel_statistics(data.sources, data.train, in_channels, seed=config.seed)
     try:
-        transform = EvalTransform(input_size, in_channels, mean, std)
-        torch.manual_seed(config.seed)
-        net = build_network(
-            config.arch,
-            1 if len(data.class_names) == 2 else len(data.class_names),
-            in_channels,
-            input_size,
-            arch_kwargs,
+        meta = ClassifierMeta(
+            config.arch, input_size, in_channels, mean, std, tuple(data.class_names), arch_kwargs=arch_kwargs
         )
+        torch.manual_seed(config.seed)
+        net = build_network(config.arch, meta.num_outputs, in_channels, input_size, arch_kwargs)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     pretrained = None
@@ -266,13 +257,30 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
         except ValueError as exc:
             raise TrainingError(str(exc)) from None
         pretrained = {"path": config.weights, "sha256": sha256_file(config.weights), "tensors": copied}
-    net.to(device)
+    return _Setup(net, meta, pretrained)
+
+
+@dataclass
+class _Fit:
+    best: dict[str, Any]  # validation metrics of the selected epoch, with "epoch"
+    history: list[dict[str, Any]]
+
+
+def _fit(
+    config: TrainConfig,
+    data: TrainingData,
+    net: nn.Module,
+    transform: EvalTransform,
+    device: torch.device,
+    loss_fn: nn.Module,
+    progress: bool,
+) -> _Fit:
+    """The epochs: train, validate, keep the best weights (loaded into ``net`` at the end), stop early."""
+    from tqdm import tqdm
 
     amp = device.type == "cuda"
     binary = len(data.class_names) == 2
-    loss_fn, loss_info = _loss_function(data, device)
     train_sampler = EpochSampler(len(data.train), config.seed, shuffle=True)
-    val_sampler = EpochSampler(len(data.val), config.seed, shuffle=False)
     drop_last = len(data.train) > config.batch  # BatchNorm cannot train on a last batch of one
     train_loader = _loader(
         SampleSet(data.sources, data.train, transform, config.augment),
@@ -284,7 +292,7 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
     )
     val_loader = _loader(
         SampleSet(data.sources, data.val, transform, None),
-        val_sampler,
+        EpochSampler(len(data.val), config.seed, shuffle=False),
         config.batch,
         config.workers,
         False,
@@ -293,11 +301,9 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"auc": -math.inf}
+    best: dict[str, Any] = {"auc": -math.inf, "loss": math.inf}
     best_state: dict[str, torch.Tensor] = {}
-    stale = 0
     bar = tqdm(total=config.epochs * len(train_loader), unit="batch", desc="Training", disable=not progress)
     for epoch in range(1, config.epochs + 1):
         net.train()
@@ -311,8 +317,7 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
+            total, seen = total + float(loss.detach()) * len(y), seen + len(y)
             bar.update(1)
         schedule.step()
         metrics = validation_metrics(*_predict(net, val_loader, device, amp), loss_fn)
@@ -324,31 +329,39 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
                 "val_auc": metrics["auc"],
             }
         )
-        if metrics["auc"] > best["auc"]:
+        if (metrics["auc"], -metrics["loss"]) > (best["auc"], -best["loss"]):  # ties: the lower loss
             best = {**metrics, "epoch": epoch}
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            stale = 0
-        else:
-            stale += 1
         bar.set_postfix(
             epoch=epoch,
             loss=f"{total / max(seen, 1):.4f}",
             val_auc=f"{metrics['auc']:.4f}",
             best=f"{best['auc']:.4f}",
         )
-        if config.patience and stale >= config.patience:
+        if config.patience and epoch - best["epoch"] >= config.patience:
             break
     bar.close()
     net.load_state_dict(best_state)
-    seconds = time.perf_counter() - started
-    training = {
+    return _Fit(best, history)
+
+
+def _training_record(
+    config: TrainConfig,
+    setup: _Setup,
+    fit: _Fit,
+    loss_info: dict[str, Any],
+    device: torch.device,
+    seconds: float,
+) -> dict[str, Any]:
+    """The model file's ``training`` entry: how the run was made."""
+    return {
         "arch": config.arch,
-        "arch_kwargs": arch_kwargs,
-        "pretrained_weights": pretrained,
+        "arch_kwargs": dict(setup.meta.arch_kwargs),
+        "pretrained_weights": setup.pretrained,
         "epochs_max": config.epochs,
-        "epochs_run": len(history),
-        "best_epoch": best["epoch"],
-        "selection": "best validation AUC (earliest on ties); early stopping on it"
+        "epochs_run": len(fit.history),
+        "best_epoch": fit.best["epoch"],
+        "selection": "best validation AUC (ties: lower validation loss); early stopping on it"
         + (f" after {config.patience} epochs without improvement" if config.patience else " disabled"),
         "batch": config.batch,
         "optimizer": "AdamW",
@@ -362,26 +375,45 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
         else "training images' mean and std",
         "seed": config.seed,
         "device": str(device),
-        "precision": "float16 autocast (CUDA)" if amp else "float32",
+        "precision": "float16 autocast (CUDA)" if device.type == "cuda" else "float32",
         "workers": config.workers,
         "seconds": round(seconds, 2),
     }
+
+
+def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train per ``config`` (module docstring) and return the best-validation-AUC classifier (on CPU).
+
+    Raises:
+        TrainingError: unusable settings.
+        stylegan2_ada.dataset.DatasetError: unusable data (names the source).
+        classification.model_file.ClassifierFileError: an unusable ``weights`` file.
+    """
+    started = time.perf_counter()
+    device = _check(config)
+    _seed_everything(config.seed)
+    data = prepare_data(
+        config.data,
+        val_data=config.val_data,
+        synthetic=config.synthetic,
+        synthetic_per_class=config.synthetic_per_class,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
+    setup = _setup(config, data)
+    loss_fn, loss_info = _loss_function(data, device)
+    fit = _fit(config, data, setup.net.to(device), setup.meta.eval_transform, device, loss_fn, progress)
+    seconds = time.perf_counter() - started
     validation = {
-        **{k: v for k, v in best.items() if k != "epoch"},
-        "epoch": best["epoch"],
+        **{k: v for k, v in fit.best.items() if k != "epoch"},
+        "epoch": fit.best["epoch"],
         "counts": data.counts(data.val),
-        "history": history,
+        "history": fit.history,
     }
-    meta = ClassifierMeta(
-        arch=config.arch,
-        input_size=input_size,
-        in_channels=in_channels,
-        mean=tuple(mean),
-        std=tuple(std),
-        class_names=tuple(data.class_names),
-        arch_kwargs=arch_kwargs,
+    meta = dataclasses.replace(
+        setup.meta,
         training_data=data.summary(),
-        training=training,
+        training=_training_record(config, setup, fit, loss_info, device, seconds),
         validation=validation,
     )
-    return TrainResult(Classifier(meta, net.cpu().float()), seconds)
+    return TrainResult(Classifier(meta, setup.net.cpu().float()), seconds)

@@ -250,3 +250,26 @@ def test_the_same_data_cannot_be_training_and_validation(tmp_path):
     copy = shapes_dataset(tmp_path / "copy", n_per_class=4, resolution=16)
     with pytest.raises(DataError, match="same content"):
         prepare_data([str(real)], val_data=[str(copy)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_training_on_cuda_uses_mixed_precision_and_saves_a_cpu_model(shapes, tmp_path):
+    config = TrainConfig(data=[str(shapes)], epochs=2, batch=16, patience=0, workers=0, device="cuda")
+    clf = train_classifier(config, progress=False).classifier
+    assert clf.meta.training["precision"].startswith("float16") and clf.device.type == "cpu"
+    from classification.model_file import save_classifier
+
+    save_classifier(tmp_path / "clf.safetensors", clf)
+    gpu = load_classifier(tmp_path / "clf.safetensors", device="cuda")
+    x = torch.rand([4, 1, 32, 32]) * 2 - 1
+    assert torch.allclose(gpu.logits(x.cuda()).cpu(), clf.logits(x), atol=1e-4)
+
+
+def test_early_stopping_keeps_the_best_epoch(shapes):
+    config = TrainConfig(data=[str(shapes)], epochs=30, batch=16, lr=3e-3, patience=2, workers=0)
+    clf = train_classifier(config, progress=False).classifier
+    training, history = clf.meta.training, clf.meta.validation["history"]
+    assert training["epochs_run"] == training["best_epoch"] + 2 < 30
+    ranking = sorted(history, key=lambda h: (-h["val_auc"], h["val_loss"]))  # best AUC, then lower loss
+    assert ranking[0]["epoch"] == training["best_epoch"] == clf.meta.validation["epoch"]
+    assert clf.meta.validation["auc"] == ranking[0]["val_auc"]
