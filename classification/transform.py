@@ -17,6 +17,7 @@ Training applies :class:`Augment` (per sample, in [0, 1]) to each image first, t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -80,9 +81,16 @@ class EvalTransform:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         if x.shape[1] != self.in_channels:
             x = x.expand(-1, 3, -1, -1) if self.in_channels == 3 else x.mean(dim=1, keepdim=True)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        mean, std = self._normalisation(x.device, x.dtype)
         return (x - mean) / std
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (instances are few and frozen)
+    def _normalisation(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``std`` as ``[1, C, 1, 1]`` tensors on ``device``, made once (no host-to-device
+        copy per call, which would synchronise a CUDA training step)."""
+        mean = torch.tensor(self.mean, dtype=dtype, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=dtype, device=device).view(1, -1, 1, 1)
+        return mean, std
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (stored in model files for people; the typed fields are what count)."""
