@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    parser.add_argument("--archs", default="small,resnet18,densenet121")
+    parser.add_argument("--archs", default="small,resnet18,densenet121", help="for (b); empty: skip (b)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -99,7 +99,7 @@ def main() -> None:
             f"training + {meta.validation['n']} validation images), validation AUC {meta.validation['auc']:.3f}"
         )
 
-    for arch in args.archs.split(","):
+    for arch in [a for a in args.archs.split(",") if a]:
         sizes = (32, 64, 256) if arch == "small" else (224,)
         for size in sizes:
             ms = _step_ms(arch, size, args.batch, device, args.repeats)
