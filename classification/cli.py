@@ -25,23 +25,16 @@ _LAZY_COMMANDS = {"evaluate": "classification.evaluate:evaluate_command"}
 
 
 class _Group(click.Group):
-    """A click group that also offers :data:`_LAZY_COMMANDS` (absent ones are simply not listed)."""
+    """A click group that also offers :data:`_LAZY_COMMANDS`, importing each only when it is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        lazy = [name for name in _LAZY_COMMANDS if self.get_command(ctx, name) is not None]
-        return sorted({*super().list_commands(ctx), *lazy})
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in _LAZY_COMMANDS:
             return super().get_command(ctx, cmd_name)
         module_name, attribute = _LAZY_COMMANDS[cmd_name].split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None
-            raise
-        return getattr(module, attribute)
+        return getattr(importlib.import_module(module_name), attribute)
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
