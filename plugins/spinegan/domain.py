@@ -46,18 +46,18 @@ def hits(logits: torch.Tensor, gen_c: torch.Tensor) -> torch.Tensor:
 
 
 def check_classes(class_names: Sequence[str], dataset_names: Sequence[str] | None, c_dim: int) -> None:
-    """Raise ``ValueError`` unless the classifier's classes are the dataset's: the same names in the same
-    order when the dataset names its classes, else the same number of classes."""
+    """Raise ``ValueError`` unless the classifier's classes are the dataset's: as many as the labels'
+    dimensions (``c_dim``) and, when the dataset names its classes, the same names in the same order."""
     names = list(class_names)
-    if dataset_names is not None:
-        if list(dataset_names) != names:
-            raise ValueError(
-                f"the classifier's classes {names} are not the dataset's {list(dataset_names)} (same names "
-                "in the same order needed: class i of the classifier must be class i of the labels)"
-            )
-    elif c_dim != len(names):
+    if c_dim != len(names):
+        named = "" if dataset_names is None else f" {list(dataset_names)}"
         raise ValueError(
-            f"the classifier has {len(names)} classes {names} but the dataset's labels have {c_dim}"
+            f"the classifier has {len(names)} classes {names} but the dataset's labels have {c_dim}{named}"
+        )
+    if dataset_names is not None and list(dataset_names) != names:
+        raise ValueError(
+            f"the classifier's classes {names} are not the dataset's {list(dataset_names)} (same names "
+            "in the same order needed: class i of the classifier must be class i of the labels)"
         )
 
 
