@@ -65,7 +65,8 @@ from data_processing.window_path import integer_window as _integer_window  # mod
 __all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION"]
 
 #: Bumped whenever rendering changes its output, so caches keyed on it are invalidated.
-RENDER_VERSION = 2  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1)
+RENDER_VERSION = 3  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1);
+# 3: block sums of raw 8/16-bit stored values no longer wrap around (windows containing every value)
 WindowMode = Literal["auto", "percentile"]
 
 

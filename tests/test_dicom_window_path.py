@@ -41,6 +41,9 @@ CASES = {
     ),
     "8-bit": (ramp(90, 70, 0, 255).astype(np.uint8), dict(window=(120, 81))),
     "16-bit full range": (ramp(90, 70, 0, 65535), dict(window=(30000, 40000))),
+    # windows that contain every value: the stored values are summed as they are (8/16 bits stored)
+    "8-bit, window contains every value": (ramp(90, 70, 0, 255).astype(np.uint8), dict(window=(128, 256))),
+    "16-bit, window contains every value": (ramp(90, 70, 0, 60000), dict(window=(32768, 65536))),
     "percentile window, padding": (_padded12.astype(np.uint16), dict(bits_stored=12, padding=0)),
 }
 SETTINGS = [(None, "pad"), (32, "pad"), (16, "center"), (8, "pad")]
