@@ -62,11 +62,14 @@ from data_processing.reader import (
 from data_processing.window_path import LinearMap, WindowPath, linear_from_affine
 from data_processing.window_path import integer_window as _integer_window  # module-level: tests spy on it
 
-__all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION"]
+__all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION", "MAX_RESOLUTION"]
 
 #: Bumped whenever rendering changes its output, so caches keyed on it are invalidated.
 RENDER_VERSION = 3  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1);
 # 3: block sums of raw 8/16-bit stored values no longer wrap around (windows containing every value)
+#: The largest output side: far above any training resolution (StyleGAN2 goes to 1024), and an
+#: [R, R] float32 image of this side already takes 256 MiB per worker process.
+MAX_RESOLUTION = 8192
 WindowMode = Literal["auto", "percentile"]
 
 
@@ -87,9 +90,11 @@ class RenderOptions:
         if self.resolution is not None and (
             not isinstance(self.resolution, int)
             or not is_power_of_two(self.resolution)
-            or self.resolution < 4
+            or not 4 <= self.resolution <= MAX_RESOLUTION
         ):
-            raise ValueError(f"resolution must be a power of two >= 4 (e.g. 256), not {self.resolution!r}")
+            raise ValueError(
+                f"resolution must be a power of two from 4 to {MAX_RESOLUTION} (e.g. 256), not {self.resolution!r}"
+            )
         if self.crop not in ("pad", "center"):
             raise ValueError(f"crop must be 'pad' or 'center', not {self.crop!r}")
         if self.bits not in (8, 16):
@@ -225,6 +230,13 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
             raise InvalidModalityLUTError(
                 where, "Rescale Slope (0028,1053) is 0: every pixel would map to one value"
             )
+        ends = (info.stored_min * slope + intercept, info.stored_max * slope + intercept)
+        if not all(math.isfinite(v) for v in ends):
+            raise InvalidModalityLUTError(
+                where,
+                f"Rescale Slope (0028,1053) {slope:g} and Rescale Intercept (0028,1052) {intercept:g} map the "
+                f"stored values {info.stored_min}..{info.stored_max} beyond the floating-point range",
+            )
         meta["modality_lut"] = f"rescale slope={slope:g} intercept={intercept:g}"
     else:
         meta["modality_lut"] = "none"
@@ -356,26 +368,33 @@ def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, info: ImageInfo) 
 
 
 def _lut_map(
-    plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None
+    plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None, where: str
 ) -> np.ndarray:
     """float32 LUT [stored_max - stored_min + 1] of display values (padding entries black)."""
     values = np.arange(info.stored_min, info.stored_max + 1, dtype=np.int64)
-    if plan.modality_lut:
-        modality = apply_modality_lut(values, ds)
-    else:
-        modality = values.astype(np.float64) * plan.slope + plan.intercept
-    if plan.voi == "lut":
-        y = _apply_voi_lut_sequence(np.asarray(modality, dtype=np.float64), ds, info)
-    elif plan.voi == "window":
-        out = np.asarray(
-            apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # absurd headers: checked below
+        if plan.modality_lut:
+            modality = apply_modality_lut(values, ds)
+        else:
+            modality = values.astype(np.float64) * plan.slope + plan.intercept
+        if plan.voi == "lut":
+            y = _apply_voi_lut_sequence(np.asarray(modality, dtype=np.float64), ds, info)
+        elif plan.voi == "window":
+            out = np.asarray(
+                apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64
+            )
+            y_min, y_max = _window_output_range(ds, info, plan)
+            y = (out - y_min) / (y_max - y_min)
+        else:
+            assert percentile_window is not None
+            lo, hi = percentile_window
+            y = (np.asarray(modality, dtype=np.float64) - lo) / (hi - lo)
+    if not np.all(np.isfinite(y)):
+        raise InvalidWindowError(
+            where,
+            f"its {plan.meta.get('source_window', 'window')} gives no finite grey levels for some stored values "
+            "(header values beyond the floating-point range)",
         )
-        y_min, y_max = _window_output_range(ds, info, plan)
-        y = (out - y_min) / (y_max - y_min)
-    else:
-        assert percentile_window is not None
-        lo, hi = percentile_window
-        y = (np.asarray(modality, dtype=np.float64) - lo) / (hi - lo)
     y = np.clip(y, 0.0, 1.0)
     if plan.invert:
         y = 1.0 - y
@@ -516,7 +535,9 @@ def _render_grey(
     if linear is not None:
         path = WindowPath(linear, stored, plan.padding, _integer_window(linear, stored, plan.padding))
     else:
-        path = _LutPath(_lut_map(plan, ds, info, percentile_window), info.stored_min, stored, plan.padding)
+        path = _LutPath(
+            _lut_map(plan, ds, info, percentile_window, where), info.stored_min, stored, plan.padding
+        )
     display = fit_image(
         raw,
         options.resolution,

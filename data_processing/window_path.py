@@ -352,7 +352,8 @@ class WindowPath:
     def post(self, img: np.ndarray) -> np.ndarray:
         """The affine map on the resized image, written as scale * (x - black) so that black gives exactly 0."""
         y = img - self._black_rel
-        y *= self._scale
+        with np.errstate(over="ignore"):  # windows narrower than float32 can resolve: +-inf, clipped next
+            y *= self._scale
         np.clip(y, 0.0, 1.0, out=y)
         self.content_range = (float(y.min()), float(y.max()))
         return y
