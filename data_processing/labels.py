@@ -332,11 +332,15 @@ def _mixed_labels_message(where: str, integers: list[tuple[int, str]], texts: li
     quoted = ", ".join(f"line {line} {label!r}" for line, label in odd[:_LIST_MAX])
     more = f" and {len(odd) - _LIST_MAX} more" if len(odd) > _LIST_MAX else ""
     return (
-        f"{where}: the label column mixes integer class ids ({len(integers)} rows) and text labels "
-        f"({len(texts)} rows); integer labels are class ids and text labels are class names, so the two "
+        f"{where}: the label column mixes integer class ids ({_rows(len(integers))}) and text labels "
+        f"({_rows(len(texts))}); integer labels are class ids and text labels are class names, so the two "
         f"cannot be combined without changing what some rows mean. The {kind} ones: {quoted}{more}. "
         "Correct those rows (or write every label as text)"
     )
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _integer_label(text: str) -> int:
