@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from dicom_helpers import (
     REPO_ROOT,
     crash_on_named_crash,
@@ -22,7 +23,9 @@ from dicom_helpers import (
 )
 from PIL import Image
 
+from data_processing.cli import main as cli_main
 from data_processing.convert import ConversionError, ConvertConfig, convert_folder, run_render_tasks
+from data_processing.image_main import main as image_main
 from data_processing.pngio import read_png, write_png
 from data_processing.render import RenderOptions
 from data_processing.scale import scale_16_to_8
@@ -363,38 +366,29 @@ def test_mixed_integer_and_text_labels_are_refused_before_any_work(tmp_path) -> 
     labels = tmp_path / "labels.csv"
     labels.write_text("image_id,label\na,1\nb,2\nc,1\nd,oops\n")  # once: classes "1", "2", "oops", exit 0
     out = tmp_path / "out"
-    proc = run_cli(
-        "-m", "data_processing", "convert", "--dicom", str(src), "--labels", str(labels), "--outdir", str(out),
-        "--workers", "0", "--no-progress",
-    )  # fmt: skip
-    assert proc.returncode == 2
-    (line,) = error_lines(proc.stderr)
+    args = ["convert", "--dicom", str(src), "--labels", str(labels), "--outdir", str(out), "--workers", "0"]
+    result = CliRunner().invoke(cli_main, [*args, "--no-progress"])
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
     assert "mixes integer class ids (3 rows) and text labels (1 row)" in line and "line 5 'oops'" in line
     assert not out.exists()
 
 
-def test_negative_worker_counts_are_refused(tmp_path) -> None:
+def test_negative_worker_counts_are_refused(tmp_path, capsys) -> None:
     src = small_export(tmp_path / "in", ["a"])
-    proc = run_cli(
-        "-m", "data_processing", "convert", "--dicom", str(src), "--outdir", str(tmp_path / "o"), "--workers", "-1",
-    )  # fmt: skip
-    assert (
-        proc.returncode == 2 and "Invalid value for '--workers': -1 is not in the range x>=0" in proc.stderr
-    )
+    args = ["convert", "--dicom", str(src), "--outdir", str(tmp_path / "o"), "--workers", "-1"]
+    result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 2
+    assert "Invalid value for '--workers': -1 is not in the range x>=0" in result.stderr
     with pytest.raises(ConversionError, match="workers must be >= 0"):
         convert_folder(ConvertConfig(str(src), str(tmp_path / "o"), workers=-1, progress=False))
     with pytest.raises(ValueError, match="workers must be >= 0"):
         list(run_render_tasks([], -1, False))
     (tmp_path / "x.csv").write_text("image_id,label\na,1\n")
-    proc = run_cli(
-        "data_processing/image_main.py", "--DICOM", str(src), "--labels", str(tmp_path / "x.csv"),
-        "--save_0", str(tmp_path / "n"), "--save_1", str(tmp_path / "a"), "--workers", "-1",
-    )  # fmt: skip
-    assert (
-        proc.returncode == 2
-        and "--workers: must be >= 0, not -1" in proc.stderr
-        and "Traceback" not in proc.stderr
-    )
+    legacy = ["--DICOM", str(src), "--labels", str(tmp_path / "x.csv"), "--save_0", "n", "--save_1", "a"]
+    with pytest.raises(SystemExit) as exit_info:
+        image_main([*legacy, "--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers: must be >= 0, not -1" in capsys.readouterr().err
 
 
 def test_broken_links_special_files_and_linked_folders_get_report_rows(tmp_path) -> None:
@@ -425,13 +419,13 @@ def test_broken_links_special_files_and_linked_folders_get_report_rows(tmp_path)
 def test_output_folder_below_a_file_is_one_error_line(tmp_path) -> None:
     src = small_export(tmp_path / "in", ["a"])
     (tmp_path / "afile").write_text("x")
-    proc = run_cli(
-        "-m", "data_processing", "convert", "--dicom", str(src), "--outdir", str(tmp_path / "afile" / "sub"),
-        "--workers", "0", "--no-progress",
-    )  # fmt: skip
-    assert proc.returncode == 2
-    (line,) = error_lines(proc.stderr)
-    assert str(tmp_path / "afile" / "sub") in line and "Not a directory" in line
+    out = tmp_path / "afile" / "sub"
+    result = CliRunner().invoke(
+        cli_main, ["convert", "--dicom", str(src), "--outdir", str(out), "--workers", "0"]
+    )
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert line == f"Error: {out}: cannot write to the output folder: Not a directory ({str(out)!r})"
 
 
 @pytest.mark.skipif(
@@ -458,10 +452,7 @@ def test_unwritable_output_is_one_error_line_before_and_after_rendering(tmp_path
     """Read-only file system at the start, disk full at the end: one `Error:` line, exit 2, inputs untouched."""
     import errno
 
-    from click.testing import CliRunner
-
     from data_processing import convert as convert_module
-    from data_processing.cli import main
 
     src = small_export(tmp_path / "in", ["a", "b"])
     before = tree_hashes(src)
@@ -473,7 +464,7 @@ def test_unwritable_output_is_one_error_line_before_and_after_rendering(tmp_path
 
     with monkeypatch.context() as m:
         m.setattr(convert_module.tempfile, "TemporaryFile", read_only)
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(cli_main, args)
     assert result.exit_code == 2
     (line,) = error_lines(result.stderr)
     assert line == f"Error: {out}: cannot write to the output folder: Read-only file system ({str(out)!r})"
@@ -483,7 +474,7 @@ def test_unwritable_output_is_one_error_line_before_and_after_rendering(tmp_path
 
     with monkeypatch.context() as m:
         m.setattr(convert_module, "write_report", disk_full)
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(cli_main, args)
     assert result.exit_code == 2
     (line,) = error_lines(result.stderr)
     assert "cannot write the conversion results: No space left on device" in line
