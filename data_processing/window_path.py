@@ -42,6 +42,7 @@ __all__ = ["LinearMap", "linear_from_affine", "IntegerWindow", "integer_window",
 
 PaddingRange = tuple[int, int]  # inclusive range of stored values that are padding
 _MAX_SPAN = 0x1FFFF  # widest integer clip range worth the integer path (17 bits)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,7 @@ def linear_from_affine(a: float, b: float, invert: bool) -> LinearMap | None:
         return None
     lo, hi = _snap(min(x0, x1)), _snap(max(x0, x1))  # integer edges stay integers despite the division
     linear = LinearMap(lo, hi, -a, 1.0 - b) if invert else LinearMap(lo, hi, a, b)
-    with np.errstate(over="ignore", under="ignore"):
-        edges = np.float32([linear.lo, linear.hi, linear.scale, linear.hi - linear.lo])
-    if not np.all(np.isfinite(edges)) or edges[2] == 0.0:
+    if max(abs(lo), abs(hi), abs(linear.scale), hi - lo) > _FLOAT32_MAX or np.float32(linear.scale) == 0.0:
         return None
     return linear
 
