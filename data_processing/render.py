@@ -61,15 +61,13 @@ from data_processing.reader import (
 )
 from data_processing.window_path import LinearMap, WindowPath, linear_from_affine
 from data_processing.window_path import integer_window as _integer_window  # module-level: tests spy on it
+from stylegan2_ada.limits import MAX_RESOLUTION
 
 __all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION", "MAX_RESOLUTION"]
 
 #: Bumped whenever rendering changes its output, so caches keyed on it are invalidated.
 RENDER_VERSION = 3  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1);
 # 3: block sums of raw 8/16-bit stored values no longer wrap around (windows containing every value)
-#: The largest output side: far above any training resolution (StyleGAN2 goes to 1024), and an
-#: [R, R] float32 image of this side already takes 256 MiB per worker process.
-MAX_RESOLUTION = 8192
 WindowMode = Literal["auto", "percentile"]
 
 

@@ -57,6 +57,7 @@ from .dataset import (
     read_image_header,
     scale_16bit_to_8bit,
 )
+from .limits import MAX_RESOLUTION
 
 __all__ = ["MAX_RESOLUTION", "PackReport", "pack_dataset", "prepare_image", "archive_name", "main"]
 
@@ -64,9 +65,6 @@ TRANSFORMS = ("none", "center-crop", "pad")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 LANCZOS = Image.Resampling.LANCZOS
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-#: The largest ``--resolution``: far above any training resolution, and an 8192 x 8192 RGB float image
-#: (the resize works in float) already takes 768 MiB.
-MAX_RESOLUTION = 8192
 
 
 def archive_name(idx: int) -> str:
