@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import click
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from classification_helpers import shape_images, write_dataset
 from sg2_training_support.data import tiny_args
@@ -29,6 +32,7 @@ from stylegan2_ada.hookspecs import hookimpl
 from stylegan2_ada.plugin_api import PhaseData, TrainingContext
 from stylegan2_ada.plugins import call_loss_terms, collect_tick_statistics, create_plugin_manager
 from stylegan2_ada.training import cli
+from stylegan2_ada.training.distributed import DistInfo, init_distributed, shutdown_distributed
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("normal", "abnormal")
@@ -299,6 +303,43 @@ def test_spinegan_is_declared_as_an_entry_point():
     text = (REPO / "pyproject.toml").read_text()  # (tomllib is Python 3.11+; we support 3.10)
     section = text.split('[project.entry-points."stylegan2_ada.plugins"]', 1)[1].split("\n[", 1)[0]
     assert 'spinegan = "plugins.spinegan"' in section.splitlines()
+
+
+def _tick_worker(rank: int, port: int, clf_path: str, out: str) -> None:
+    """One of two gloo processes: its own fakes through the plugin, then the tick's statistics."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    info = DistInfo(rank=rank, world_size=2, local_rank=rank)
+    init_distributed(info, "cpu")
+    pm = create_plugin_manager(["spinegan"])
+    ctx = context(Path(clf_path))
+    ctx.rank, ctx.world_size = rank, 2
+    pm.hook.training_setup(context=ctx)
+    g = torch.Generator().manual_seed(100 + rank)  # different fakes on each rank
+    img = torch.rand(3 + rank, 1, 16, 16, generator=g) * 2 - 1
+    classes = torch.arange(3 + rank) % 2
+    call_loss_terms(pm, "Gmain", ctx, gmain(img, classes))
+    logits = ctx.extras[EXTRAS_KEY].term.classifier.logits(img).detach()
+    stats = collect_tick_statistics(pm, ctx)
+    shutdown_distributed(info)
+    torch.save({"logits": logits, "classes": classes, "stats": stats}, os.path.join(out, f"tick{rank}.pt"))
+
+
+def test_tick_statistics_are_pooled_over_processes(tmp_path):
+    """Two processes with 3 and 4 fakes: both report the mean over all 7 (loss and agreement)."""
+    clf_path = make_classifier(tmp_path / "clf.safetensors", in_channels=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_tick_worker, args=(port, str(clf_path), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"tick{r}.pt", weights_only=True) for r in range(2)]
+    logits = torch.cat([r["logits"] for r in ranks])[:, 0].double()  # [7]
+    y = torch.cat([r["classes"] for r in ranks]).double()
+    loss = y * torch.log1p(torch.exp(-logits)) + (1 - y) * torch.log1p(torch.exp(logits))
+    agree = ((logits > 0).double() == y).double().mean()
+    for r in ranks:
+        assert r["stats"]["Domain/loss"] == pytest.approx(float(loss.mean()), rel=1e-5)
+        assert r["stats"]["Domain/agreement"] == pytest.approx(float(agree))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
