@@ -289,7 +289,9 @@ def main() -> None:
         "layout": a.layout,
         "plugins": a.plugin + (["spinegan"] if a.domain_loss and "spinegan" not in a.plugin else []),
         "classifier": None if classifier is None else str(classifier),
-        "domain_weight": a.domain_weight,
+        "domain_weight": json.loads((run_dir / "training_options.json").read_text())["plugin_options"].get(
+            "domain_weight"
+        ),
         "train_minutes": round(minutes, 2),
         **sanity,
         "right_shape": acc,
