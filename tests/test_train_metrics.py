@@ -23,6 +23,7 @@ from stylegan2_ada.checkpoint import load_checkpoint
 from stylegan2_ada.dataset import open_image_dataset
 from stylegan2_ada.metrics import compute_metrics, load_extractor
 from stylegan2_ada.training import cli
+from stylegan2_ada.training.evaluation import carry_over_metric_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,6 +179,31 @@ def test_resuming_without_metrics_keeps_the_history(metric_run: dict, tmp_path: 
         0.012,
         0.016,
     ]
+
+
+def test_carry_over_keeps_the_lines_up_to_the_resumed_kimg(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    kept = [
+        json.dumps({"results": {"fid50k_full": 9.0}, "kimg": 4.0}),
+        json.dumps(
+            {"results": {"fid50k_full": 7.0}, "snapshot_pkl": "network-snapshot-000008.pkl"}
+        ),  # upstream's
+    ]
+    left_out = [
+        "{not json",
+        json.dumps({"results": {"fid50k_full": 8.0}}),
+        json.dumps({"results": {}, "kimg": 12.0}),
+    ]
+    (old / "metric-fid50k_full.jsonl").write_text(
+        "\n".join([kept[0], left_out[0], kept[1], *left_out[1:]]) + "\n"
+    )
+    (old / "metric-kid50k_full.jsonl").write_text(json.dumps({"results": {}, "kimg": 16.0}) + "\n")
+    counts = carry_over_metric_files(old, new, 8.0)
+    assert counts == {"metric-fid50k_full.jsonl": (2, 3), "metric-kid50k_full.jsonl": (0, 1)}
+    assert (new / "metric-fid50k_full.jsonl").read_text() == "".join(line + "\n" for line in kept)
+    assert not (new / "metric-kid50k_full.jsonl").exists()
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
         yield
 
 
-def rank_device(o: TrainingOptions, info: DistInfo) -> torch.device:
+def _rank_device(o: TrainingOptions, info: DistInfo) -> torch.device:
     """The device this rank trains on (``cuda:<local rank>`` or ``cpu``)."""
     return torch.device("cuda", info.local_rank) if o.device == "cuda" else torch.device("cpu")
 
@@ -104,7 +104,7 @@ def check_detector(o: TrainingOptions, pm: Any = None) -> None:
     """With ``--metrics``: load ``--detector`` on this rank's device (then let it go). Raises
     :class:`OptionsError` naming the file and the problem."""
     if o.metrics:
-        _load(o, rank_device(o, dist_info_from_env()), pm, log=lambda message: None)
+        _load(o, _rank_device(o, dist_info_from_env()), pm, log=lambda message: None)
 
 
 # ---------------------------------------------------------------------------------------------- resume
