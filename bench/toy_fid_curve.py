@@ -28,6 +28,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stylegan2_ada.checkpoint import load_checkpoint  # noqa: E402
 from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset  # noqa: E402
 from stylegan2_ada.metrics import load_extractor  # noqa: E402
 from stylegan2_ada.metrics.statistics import fid_from_features  # noqa: E402
@@ -140,6 +142,44 @@ def floor_fid(detector_path: Path, reals: np.ndarray, classes: np.ndarray, other
     return {"fid": float(np.mean(list(per_class.values()))), "per_class": per_class}
 
 
+@torch.no_grad()
+def class_shares(snapshot: Path, classifier: Any, per_class: int = 256, seed: int = 0) -> tuple[float, float]:
+    """Share of the snapshot's class-k fakes that the toy classifier calls class k, for k = 0, 1 (a second
+    reading of what the per-class FIDs say)."""
+    G = load_checkpoint(snapshot).networks["G_ema"].eval()
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((per_class, G.z_dim))).float()
+    shares = []
+    for k in (0, 1):
+        c = torch.zeros(per_class, G.c_dim)
+        c[:, k] = 1
+        torch.manual_seed(seed)
+        img = (G(z, c, noise_mode="random") * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # as saved images
+        shares.append(float((classifier(img.float() / 127.5 - 1).argmax(1) == k).float().mean()))
+    return shares[0], shares[1]
+
+
+def report(run_dir: Path, detector: Path, floor: dict) -> list[dict]:
+    """Print the FID of every snapshot of the run (its metric-fid50k_full.jsonl) with the class shares."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classifier = torch.jit.load(str(detector)).net  # the whole toy classifier is in the detector file
+    lines = [json.loads(x) for x in (run_dir / "metric-fid50k_full.jsonl").read_text().splitlines()]
+    print(
+        f"\n{'kimg':>7}  {'FID':>8}  {'disc':>8}  {'square':>8}  {'right class (disc/square)':>26}  {'eval s':>6}"
+    )
+    rows = []
+    for r in lines:
+        res = r["results"]
+        shares = class_shares(run_dir / r["snapshot_pkl"], classifier)
+        print(
+            f"{r['kimg']:7.3f}  {res['fid50k_full']:8.3f}  {res['fid50k_full_class0']:8.3f}  "
+            f"{res['fid50k_full_class1']:8.3f}  {shares[0]:12.0%} / {shares[1]:<11.0%}  {r['total_time']:6.1f}"
+        )
+        rows.append({"kimg": r["kimg"], "fid": res["fid50k_full"], "right_class": shares})
+    print(f"  floor  {floor['fid']:8.3f}  {floor['per_class'][0]:8.3f}  {floor['per_class'][1]:8.3f}")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
@@ -148,19 +188,27 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=512, help="generated images per evaluation (--metrics-num)")
     ap.add_argument("--epochs", type=int, default=20, help="classifier training epochs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument(
+        "--evaluate", type=Path, help="only report this earlier run folder of WORKDIR (no training)"
+    )
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py options")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     a.workdir.mkdir(parents=True, exist_ok=True)
     outdir = a.workdir / "runs"
-
     data = make_demo_dataset(outdir / ".cache" / DEMO_NAME)  # where train.py --data demo puts it
     reals, classes = load_folder(data)
+    other = make_demo_dataset(a.workdir / "demo-seed1", seed=1)
+    detector = a.workdir / "toy_features.pt"
+    if a.evaluate is not None:
+        report(a.evaluate, detector, floor_fid(detector, reals, classes, other, a.num))
+        return
+
     t0 = time.time()
     net, accuracy = train_classifier(reals, classes, a.epochs)
     classifier_sec = time.time() - t0
-    detector = export_detector(net, a.workdir / "toy_features.pt")
-    floor = floor_fid(detector, reals, classes, make_demo_dataset(a.workdir / "demo-seed1", seed=1), a.num)
+    export_detector(net, detector)
+    floor = floor_fid(detector, reals, classes, other, a.num)
     print(
         f"Classifier: {accuracy:.1%} on held-out reals ({classifier_sec:.0f}s); FID floor at N={a.num} "
         f"(an independent demo set): {floor['fid']:.3f}",
@@ -178,16 +226,7 @@ def main() -> None:
     t0 = time.time()
     result = cli.main(args, standalone_mode=False)
     train_min = (time.time() - t0) / 60
-    lines = [json.loads(x) for x in (result.run_dir / "metric-fid50k_full.jsonl").read_text().splitlines()]
-
-    print(f"\n{'kimg':>7}  {'FID':>8}  {'disc':>8}  {'square':>8}  {'eval s':>6}")
-    for r in lines:
-        res = r["results"]
-        print(
-            f"{r['kimg']:7.3f}  {res['fid50k_full']:8.3f}  {res['fid50k_full_class0']:8.3f}  "
-            f"{res['fid50k_full_class1']:8.3f}  {r['total_time']:6.1f}"
-        )
-    print(f"  floor  {floor['fid']:8.3f}  {floor['per_class'][0]:8.3f}  {floor['per_class'][1]:8.3f}")
+    rows = report(result.run_dir, detector, floor)
     png = a.workdir / "toy_fid_curve.png"
     subprocess.run(
         [sys.executable, "-m", "stylegan2_ada.metrics.curves", str(result.run_dir), "--out", str(png)],
@@ -200,7 +239,7 @@ def main() -> None:
         "classifier_heldout_accuracy": accuracy,
         "num": a.num,
         "floor": floor["fid"],
-        "fid": [(r["kimg"], r["results"]["fid50k_full"]) for r in lines],
+        "fid": rows,
         "run_dir": str(result.run_dir),
         "plot": str(png),
     }
