@@ -26,7 +26,7 @@ from typing import Any
 from stylegan2_ada import devices
 from stylegan2_ada.augment import AUGPIPE_SPECS, DEFAULT_ADA_KIMG, DEFAULT_ADA_TARGET, RESUME_ADA_KIMG
 from stylegan2_ada.dataset import DEFAULT_MAX_CLASSES
-from stylegan2_ada.metrics.runner import MetricError, parse_metric_list
+from stylegan2_ada.metrics.runner import METRICS, MetricError, parse_metric_list
 
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
@@ -336,8 +336,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "metrics",
         str,
-        "Quality metrics at each snapshot, comma-separated (fid50k_full, kid50k_full, pr50k3_full, fid50k, "
-        "kid50k, pr50k3), or none; needs --detector.",
+        f"Quality metrics at each snapshot, comma-separated ({', '.join(METRICS)}), or none; needs --detector.",
         default="none",
         check=_metrics_problem,
         metavar="LIST",
