@@ -289,9 +289,12 @@ def _rank_worker(rank: int, port: int, args: list[str]) -> None:
     cli.main(args, standalone_mode=False)
 
 
-def test_two_processes_share_the_evaluation_and_rank_0_writes(metric_run: dict, tmp_path: Path) -> None:
+def test_two_processes_share_the_evaluation_and_rank_0_writes(
+    metric_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two gloo processes: every snapshot is evaluated by both ranks together; the values are those of one
     process (the generated set does not depend on the number of processes)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned workers import this module
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -313,8 +316,8 @@ def test_two_processes_share_the_evaluation_and_rank_0_writes(metric_run: dict, 
         str(metric_run["detector"]),
         kimg=0.008,
     )
-    # fork: no fresh interpreters to import torch (seconds each); each worker sets one thread first.
-    mp.start_processes(_rank_worker, args=(port, args), nprocs=2, join=True, start_method="fork")
+    # spawn, not fork: autograd's threads from earlier tests in this process make forked workers fail.
+    mp.spawn(_rank_worker, args=(port, args), nprocs=2, join=True)
     (run_dir,) = run_folders(outdir)
     lines = json_lines(run_dir / "metric-fid50k_full.jsonl")
     snapshots = sorted(p.name for p in run_dir.glob("network-snapshot-*"))
