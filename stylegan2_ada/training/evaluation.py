@@ -60,7 +60,7 @@ from stylegan2_ada.metrics import (
     compute_metrics,
     load_extractor,
 )
-from stylegan2_ada.metrics.curves import _record_kimg
+from stylegan2_ada.metrics.curves import record_kimg
 from stylegan2_ada.training.distributed import DistInfo, dist_info_from_env
 from stylegan2_ada.training.options import OptionsError, TrainingOptions
 from stylegan2_ada.training.stats import StatsWriter, scalar_stat
@@ -130,7 +130,7 @@ def carry_over_metric_files(
                 record = json.loads(line)
             except ValueError:
                 record = None
-            kimg = _record_kimg(record) if isinstance(record, dict) else None
+            kimg = record_kimg(record) if isinstance(record, dict) else None
             if kimg is not None and kimg <= upto_kimg + _KIMG_TOLERANCE:
                 kept.append(line + "\n")
             else:
