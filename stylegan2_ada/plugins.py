@@ -455,6 +455,15 @@ def call_phase_gradients(
     return plugin_name, result
 
 
+def plugin_hooks(pm: pluggy.PluginManager, names: Sequence[str]) -> dict[str, list[str]]:
+    """``{plugin name: sorted names of the hooks it implements}`` for the plugins ``names``, in that order
+    (what ``options["plugin_hooks"]`` holds, e.g. for a plugin that refuses others that see real data)."""
+    return {
+        name: sorted(caller.name for caller in pm.get_hookcallers(pm.get_plugin(name)) or [])
+        for name in names
+    }
+
+
 def resume_requirements(pm: pluggy.PluginManager, context: TrainingContext) -> dict[str, str]:
     """``{plugin name: reason}`` of the plugins without which a snapshot of this run must not be resumed."""
     return {name: str(reason) for name, reason in _results(pm, "resume_requirement", context=context)}

@@ -253,6 +253,8 @@ def test_adjusted_options_show_in_dry_run_with_who_changed_what(tmp_path: Path, 
     printed = json.loads(out.out)
     assert o.mbstd_group == printed["mbstd_group"] == 1 and o.combine_d_reg and not o.reals_grid
     assert printed["adjusted"]["mbstd_group"] == {"plugin": TAKEOVER, "from": 4, "to": 1}
+    assert "phase_gradients" in printed["plugin_hooks"][TAKEOVER]  # what each plugin implements
+    assert list(printed["plugin_hooks"]) == [TAKEOVER]
     assert f"Plugin {TAKEOVER!r} set mbstd_group = 1 (was 4)" in out.err
     assert not (tmp_path / "runs").exists()
 

@@ -131,6 +131,7 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     """
     from stylegan2_ada.dataset import DatasetError
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
+    from stylegan2_ada.plugins import plugin_hooks
     from stylegan2_ada.training.data import open_training_dataset, plugin_sampler
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.snapshots import ResumeError, check_required_plugins, load_resume_checkpoint
@@ -179,6 +180,7 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
         )
         opts.plugins = list(plugin_names)
         if pm is not None:
+            opts.plugin_hooks = plugin_hooks(pm, plugin_names)
             opts = adjust_by_plugins(pm, opts)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -535,6 +535,8 @@ class TrainingOptions:
     dataset_details: bool = True
     # What plugins changed: {option name: {"plugin": name, "from": old value, "to": new value}}.
     adjusted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The hooks each enabled plugin implements: {plugin name: [hook names]}.
+    plugin_hooks: dict[str, list[str]] = field(default_factory=dict)
     # Fixed (upstream's values), or taken from a resumed network.
     z_dim: int = 512
     w_dim: int = 512
