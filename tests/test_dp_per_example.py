@@ -69,9 +69,10 @@ def clipped_reference(per_example: dict[str, torch.Tensor], clip: float) -> dict
 
 @pytest.mark.parametrize("architecture", ["resnet", "skip", "orig"])
 @pytest.mark.parametrize("r1_weight", [0.0, 3.0])
-def test_vectorised_per_example_grads_equal_loop(architecture: str, r1_weight: float) -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_vectorised_per_example_grads_equal_loop(architecture: str, r1_weight: float, batched: bool) -> None:
     D, batch = make_d(architecture), make_batch(5)
-    vec = per_example_grads(D, loss_fn(r1_weight), batch)
+    vec = per_example_grads(D, loss_fn(r1_weight), batch, batched=batched)
     ref = per_example_grads_loop(D, loss_fn(r1_weight), batch)
     assert vec.keys() == ref.keys() == dict(D.named_parameters()).keys()
     for name in ref:
@@ -82,20 +83,22 @@ def test_vectorised_per_example_grads_equal_loop(architecture: str, r1_weight: f
         assert rel_err(plain["b16.conv0.weight"], ref["b16.conv0.weight"]) > 1e-3
 
 
-@pytest.mark.parametrize("method", ["auto", "ghost", "materialise"])
+@pytest.mark.parametrize(
+    "method, batched", [("auto", False), ("ghost", False), ("materialise", False), ("materialise", True)]
+)
 @pytest.mark.parametrize("r1_weight", [0.0, 3.0])
-def test_clipped_sum_and_norms_equal_loop(method: str, r1_weight: float) -> None:
+def test_clipped_sum_and_norms_equal_loop(method: str, batched: bool, r1_weight: float) -> None:
     D, batch = make_d(), make_batch(6)
     ref = per_example_grads_loop(D, loss_fn(r1_weight), batch)
     norms = flat_norms(ref)
     clip = float(norms.median())  # about half the examples are clipped
-    out = clipped_grad_sum(D, loss_fn(r1_weight), batch, clip, method=method)
+    out = clipped_grad_sum(D, loss_fn(r1_weight), batch, clip, method=method, batched=batched)
     torch.testing.assert_close(out.norms, norms, rtol=1e-4, atol=0)
     expected = clipped_reference(ref, clip)
     for name in expected:
         assert rel_err(out.grads[name], expected[name]) < 1e-4, name
     # Nothing kept between the norms and the sum: the reweighted recomputation gives the same.
-    again = clipped_grad_sum(D, loss_fn(r1_weight), batch, clip, method=method, keep_bytes=0)
+    again = clipped_grad_sum(D, loss_fn(r1_weight), batch, clip, method=method, batched=batched, keep_bytes=0)
     for name in expected:
         assert rel_err(again.grads[name], expected[name]) < 1e-4, name
 
@@ -130,9 +133,10 @@ def test_microbatch_groups_equal_loop_over_groups() -> None:
     assert k == 4
     assert groups.tolist() == [3, 2, 0, 0, 1, 1, 2]
     ref = per_example_grads_loop(D, loss_fn(3.0), batch, groups=groups, num_groups=k)
-    vec = per_example_grads(D, loss_fn(3.0), batch, groups=groups, num_groups=k)
-    for name in ref:
-        assert rel_err(vec[name], ref[name]) < 1e-4, name
+    for batched in (False, True):
+        vec = per_example_grads(D, loss_fn(3.0), batch, groups=groups, num_groups=k, batched=batched)
+        for name in ref:
+            assert rel_err(vec[name], ref[name]) < 1e-4, (batched, name)
     clip = float(flat_norms(ref).median())
     expected = clipped_reference(ref, clip)
     for method in ("ghost", "materialise"):

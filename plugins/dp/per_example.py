@@ -220,19 +220,21 @@ class _Weight:
             return per_example
         return per_example * int(torch.bincount(grouping.groups, minlength=grouping.count).max())
 
+    def alike(self) -> bool:
+        """Every use is a convolution or matrix product of the same geometry (their positions line up)."""
+        first = self.uses[0]
+        return first.kind != "bias" and all(
+            u.kind == first.kind and u.transposed == first.transposed and _geometry(u) == _geometry(first)
+            for u in self.uses
+        )
+
     def ghost_ok(self, grouping: Grouping, method: str) -> bool:
         """The Gram route applies (same kind and geometry in every use, a known scale) and is wanted:
         ``method`` "auto" (where cheaper), "ghost" (wherever it applies) or "materialise" (never)."""
         if method == "materialise":
             return False
         first = self.uses[0]
-        if self.derived.scale is None or first.kind == "bias":
-            return False
-        same = all(
-            u.kind == first.kind and u.transposed == first.transposed and _geometry(u) == _geometry(first)
-            for u in self.uses
-        )
-        if not same:
+        if self.derived.scale is None or not self.alike():
             return False
         if method == "ghost":
             return True
@@ -271,8 +273,31 @@ class _Weight:
             out.append(padded.permute(0, 1, 3, 2).reshape(k, -1, x.shape[1]))
         return out
 
-    def group_grads(self, grouping: Grouping) -> Tensor:
-        return sum(_group_grads(u, grouping) for u in self.uses)
+    def group_grads(self, grouping: Grouping, batched: bool) -> Tensor:
+        """[K, *weight shape]: each group's gradient, summed over the uses.
+
+        ``batched``: one batched matrix product over the groups' (unfolded) positions, as for the
+        Gram route (fast on GPUs); else a loop over groups of the native weight-gradient kernel on
+        each group's rows (fast on CPUs, no unfolded copy)."""
+        first = self.uses[0]
+        shape = first.weight.tensor.shape
+        if batched and self.alike():
+            a, g = self._group_positions([_positions(u) for u in self.uses], grouping)  # [K, P, D_in/out]
+            if first.kind == "linear" and not first.transposed:
+                return torch.bmm(a.transpose(1, 2), g)  # [K, I, O]
+            return torch.bmm(g.transpose(1, 2), a).reshape(grouping.count, *shape)  # [K, O, I(, kh, kw)]
+        if first.kind != "conv" or len(self.uses) == 1 or not self.alike():
+            return sum(_group_grads(u, grouping) for u in self.uses)
+        # Convolutions alike: one weight-gradient call per group on its rows of every use.
+        members = [grouping.members(u.rows) for u in self.uses]
+        out = first.g.new_zeros(grouping.count, *shape)
+        for k in range(grouping.count):
+            a = torch.cat([u.a[m[k]] for u, m in zip(self.uses, members)])
+            if a.shape[0]:
+                out[k] = _conv_weight_grad(
+                    first, a, torch.cat([u.g[m[k]] for u, m in zip(self.uses, members)])
+                )
+        return out
 
     def weighted_sum(self, factors: Tensor, grouping: Grouping) -> Tensor:
         """``sum_k factors_k g_k`` in this tensor's layout, from the uses' rows."""
@@ -282,7 +307,7 @@ class _Weight:
 def _geometry(use: Use) -> tuple:
     if use.kind == "conv":
         c = use.conv
-        return (c.kernel, c.stride, c.padding, c.dilation, tuple(use.g.shape[2:]))
+        return (c.kernel, c.stride, c.padding, c.dilation, tuple(use.a.shape[1:]), tuple(use.g.shape[1:]))
     return (use.a.shape[-1], use.g.shape[-1], _n_positions(use))
 
 
@@ -304,9 +329,10 @@ def _squared_norms(per_group: Tensor) -> Tensor:
 
 
 def _to_param(weight: _Weight, leaf: Tensor, grads: Tensor, batched: bool) -> Tensor:
-    """Map gradients w.r.t. the derived tensor to the parameter (vector-Jacobian product)."""
-    if weight.derived.tensor is leaf:
-        return grads
+    """Map gradients w.r.t. the derived tensor to the parameter (vector-Jacobian product), in float32."""
+    d = weight.derived
+    if d.same_layout:  # e.g. (w * gain).to(float16): scale only (exact in float32, no half-precision VJP)
+        return grads * d.scale if d.scale != 1 else grads
     (out,) = torch.autograd.grad(
         weight.derived.tensor,
         leaf,
@@ -355,6 +381,7 @@ def clipped_grad_sum(
     num_groups: int | None = None,
     keep_bytes: int = DEFAULT_KEEP_BYTES,
     method: str = "auto",
+    batched: bool | None = None,
 ) -> ClippedGradients:
     """Sum over groups of each group's gradient of ``loss_fn`` clipped to norm ``clip`` (see module doc).
 
@@ -367,6 +394,8 @@ def clipped_grad_sum(
         keep_bytes: memory for per-group gradients kept between the norms and the sum.
         method: norms by "auto" (the cheaper route per weight), "ghost" (Gram matrices wherever they
             apply) or "materialise" (per-group gradients everywhere); the results agree to rounding.
+        batched: how per-group gradients are materialised (see :meth:`_Weight.group_grads`); default:
+            batched on CUDA, a loop of native kernels on CPU.
     """
     if not clip > 0:
         raise ValueError(f"clip must be positive; got {clip}")
@@ -379,6 +408,7 @@ def clipped_grad_sum(
     if grouping.n == 0:
         return ClippedGradients(zeros, torch.zeros(grouping.count, device=device))
     leaves, weights = _traced_uses(module, loss_fn, batch, grouping)
+    batched = device.type == "cuda" if batched is None else batched
 
     norms2 = torch.zeros(grouping.count, device=device)
     kept: dict[int, Tensor] = {}  # id(_Weight) -> [K, weight shape]; id(leaf) -> [K, param shape]
@@ -390,10 +420,10 @@ def clipped_grad_sum(
             if w.ghost_ok(grouping, method):
                 norms2 += w.derived.scale**2 * w.ghost_norms2(grouping)
                 continue
-            per_group, target = w.group_grads(grouping), id(w)
+            per_group, target = w.group_grads(grouping, batched), id(w)
             norms2 += w.derived.scale**2 * _squared_norms(per_group)
         else:  # several derivations or an unknown one: per-group gradients of the parameter itself
-            per_group = sum(_to_param(w, leaf, w.group_grads(grouping), batched=True) for w in ws)
+            per_group = sum(_to_param(w, leaf, w.group_grads(grouping, batched), batched=True) for w in ws)
             target = id(leaf)
             norms2 += _squared_norms(per_group)
         size = per_group.numel() * per_group.element_size()
@@ -427,16 +457,22 @@ def per_example_grads(
     *,
     groups: Tensor | None = None,
     num_groups: int | None = None,
+    batched: bool | None = None,
 ) -> dict[str, Tensor]:
-    """``{parameter name: [K, *shape]}``: every group's gradient, materialised through the tape."""
+    """``{parameter name: [K, *shape]}``: every group's gradient, materialised through the tape
+    (``batched`` as in :func:`clipped_grad_sum`)."""
     grouping = Grouping(_check_batch(batch), groups, num_groups)
     params = dict(module.named_parameters())
+    if batched is None:
+        batched = bool(params) and next(iter(params.values())).device.type == "cuda"
     out = {n: p.new_zeros(grouping.count, *p.shape, dtype=torch.float32) for n, p in params.items()}
     if grouping.n == 0:
         return out
     leaves, weights = _traced_uses(module, loss_fn, batch, grouping)
     for name, ws in weights.items():
-        out[name] = sum(_to_param(w, leaves[name], w.group_grads(grouping), batched=True) for w in ws)
+        out[name] = sum(
+            _to_param(w, leaves[name], w.group_grads(grouping, batched), batched=True) for w in ws
+        )
     return out
 
 

@@ -53,13 +53,15 @@ class Derived:
     """A tensor computed from one parameter alone (no data).
 
     ``scale``: the map parameter -> tensor is ``scale`` times a permutation/reshape/cast (so gradient
-    norms scale by ``|scale|``), or ``None`` when it is anything else.
+    norms scale by ``|scale|``), or ``None`` when it is anything else. ``same_layout``: moreover no
+    permutation or reshape (the gradient of the parameter is ``scale`` times that of the tensor).
     """
 
     tensor: Tensor
     param: str
     key: tuple
     scale: float | None
+    same_layout: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class Use:
 _SCALING = {"mul", "__mul__", "__rmul__", "multiply"}
 _DIVIDING = {"div", "__truediv__", "divide", "true_divide"}
 _NEGATING = {"neg", "__neg__", "negative"}
+_SAME_LAYOUT = {"to", "contiguous", "clone", "float"} | _SCALING | _DIVIDING | _NEGATING
 _NORM_PRESERVING = {
     "to",
     "contiguous",
@@ -194,7 +197,8 @@ class Tape:
             lambda v: self.derived_of(v).key if self.derived_of(v) is not None else repr(v), (args, kwargs)
         )
         key = (inputs[0].param, name, repr(sig))
-        return self._register(Derived(out, inputs[0].param, key, scale)).tensor
+        same_layout = scale is not None and inputs[0].same_layout and name in _SAME_LAYOUT
+        return self._register(Derived(out, inputs[0].param, key, scale, same_layout)).tensor
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, func: Callable, args: tuple, kwargs: dict) -> Any:
