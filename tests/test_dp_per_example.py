@@ -147,16 +147,22 @@ def test_microbatch_groups_equal_loop_over_groups() -> None:
 
 
 class PlainNet(nn.Module):
-    """A third-party network of stock torch layers (F.conv2d, F.linear with the parameters directly)."""
+    """A third-party network: stock torch layers (F.conv2d, F.linear with the parameters directly), a
+    weight masked by a buffer and a weight split in two."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 4, 3, padding=1, stride=2)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-        self.head = nn.Linear(3, 1, bias=False)
+        self.fc = nn.Linear(4 * 4 * 4, 4)
+        self.register_buffer("mask", (torch.arange(16).reshape(4, 4) % 3 != 0).float())
+        self.masked = nn.Parameter(torch.randn(4, 4) / 2)
+        self.head = nn.Linear(4, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.tanh(self.fc(F.relu(self.conv(x)).flatten(1))))
+        h = torch.tanh(self.fc(F.relu(self.conv(x)).flatten(1)))
+        h = h @ (self.masked * self.mask)
+        w1, w2 = self.head.weight.chunk(2, dim=1)
+        return h[:, :2] @ w1.t() + h[:, 2:] @ w2.t()
 
 
 def test_stock_torch_layers_equal_loop() -> None:

@@ -4,8 +4,8 @@ gradient from autograd.
 Inside :func:`trace`, the module runs (through ``torch.func.functional_call``) with every parameter
 replaced by a fresh leaf, and a ``TorchFunctionMode`` watches every torch call:
 
-* A call on parameter-derived tensors alone (``w * gain``, ``w.to(dtype)``, ``w.t()``, ``b.reshape(...)``)
-  yields a parameter-derived tensor again. It keeps its autograd graph back to the leaf, so a gradient
+* A call on parameter-derived tensors alone, possibly with the module's buffers (``w * gain``,
+  ``w.to(dtype)``, ``w.t()``, ``b.reshape(...)``, ``w * mask``) yields a parameter-derived tensor again. It keeps its autograd graph back to the leaf, so a gradient
   with respect to it maps back to the parameter by a vector-Jacobian product of that small graph. Its
   *key* (parameter name + the calls that made it) is equal for equal functions of the parameter, so
   the several forwards of one step (fakes, reals) count as uses of one tensor.
@@ -33,7 +33,7 @@ blocks (row r is example ``r % N``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,10 +151,11 @@ def _describe(func: Callable) -> str:
 class Tape:
     """The parameter leaves of one traced call, the derived tensors and the recorded uses."""
 
-    def __init__(self, leaves: Mapping[str, Tensor]) -> None:
+    def __init__(self, leaves: Mapping[str, Tensor], constants: Iterable[Tensor] = ()) -> None:
         self.leaves = dict(leaves)
         self.uses: list[Use] = []
         self._derived: dict[int, Derived] = {}
+        self._constants = {id(t): t for t in constants}  # the module's buffers: not data
         for name, leaf in self.leaves.items():
             self._register(Derived(leaf, name, (name,), 1.0))
 
@@ -170,7 +171,11 @@ class Tape:
         d = self._derived.get(id(t))
         return d if d is not None and d.tensor is t else None
 
+    def _is_constant(self, t: Any) -> bool:
+        return isinstance(t, Tensor) and self._constants.get(id(t)) is t
+
     def _derive(self, func: Callable, args: tuple, kwargs: dict, inputs: list[Derived]) -> Any:
+        """Run a call on derived tensors (and constants) alone; its tensor results are derived too."""
         name = getattr(func, "__name__", "")
         params = {d.param for d in inputs}
         if len(params) != 1:
@@ -180,10 +185,11 @@ class Tape:
         if name.endswith("_") and not name.endswith("__"):
             raise UnsupportedParameterUse(f"in-place {_describe(func)} on parameter {inputs[0].param!r}")
         out = func(*args, **kwargs)
-        if not isinstance(out, Tensor) or self.derived_of(out) is not None:
-            return out  # shapes, dtypes, numbers; or a no-op (``w.to(w.dtype)`` returns ``w`` itself)
-        numbers = [v for v in pytree.tree_leaves((args, kwargs)) if isinstance(v, (int, float))]
-        scale = inputs[0].scale if len(inputs) == 1 else None
+        if isinstance(out, Tensor) and self.derived_of(out) is not None:
+            return out  # a no-op (``w.to(w.dtype)`` returns ``w`` itself)
+        flat = pytree.tree_leaves((args, kwargs))
+        numbers = [v for v in flat if isinstance(v, (int, float))]
+        scale = inputs[0].scale if len(inputs) == 1 and not any(map(self._is_constant, flat)) else None
         if scale is not None:
             if name in _SCALING and len(numbers) == 1 and len(args) == 2:
                 scale *= float(numbers[0])
@@ -191,14 +197,27 @@ class Tape:
                 scale /= float(numbers[0])
             elif name in _NEGATING:
                 scale = -scale
-            elif name not in _NORM_PRESERVING:
+            elif name not in _NORM_PRESERVING or not isinstance(out, Tensor):
                 scale = None
-        sig = pytree.tree_map(
-            lambda v: self.derived_of(v).key if self.derived_of(v) is not None else repr(v), (args, kwargs)
-        )
+        sig = pytree.tree_map(self._signature, (args, kwargs))
         key = (inputs[0].param, name, repr(sig))
         same_layout = scale is not None and inputs[0].same_layout and name in _SAME_LAYOUT
-        return self._register(Derived(out, inputs[0].param, key, scale, same_layout)).tensor
+        if isinstance(out, Tensor):
+            return self._register(Derived(out, inputs[0].param, key, scale, same_layout)).tensor
+        outs, spec = pytree.tree_flatten(out)  # e.g. w.chunk(2): each piece is derived (general map)
+        outs = [
+            self._register(Derived(o, inputs[0].param, (*key, i), None, False)).tensor
+            if isinstance(o, Tensor)
+            else o
+            for i, o in enumerate(outs)
+        ]
+        return pytree.tree_unflatten(outs, spec)
+
+    def _signature(self, v: Any) -> Any:
+        d = self.derived_of(v)
+        if d is not None:
+            return d.key
+        return ("constant", id(v)) if self._is_constant(v) else repr(v)
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, func: Callable, args: tuple, kwargs: dict) -> Any:
@@ -206,7 +225,7 @@ class Tape:
         derived = [d for d in map(self.derived_of, tensors) if d is not None]
         if not derived:
             return func(*args, **kwargs)
-        if len(derived) == len(tensors):
+        if all(self.derived_of(t) is not None or self._is_constant(t) for t in tensors):
             return self._derive(func, args, kwargs, derived)
         handler = _USE_HANDLERS.get(func)
         if handler is None:
@@ -276,9 +295,10 @@ class _Mode(TorchFunctionMode):
 
 def trace(module: nn.Module) -> tuple[Callable[..., Any], Tape]:
     """``(forward, tape)``: ``forward(*args, **kwargs)`` runs ``module`` with its parameters replaced by
-    traced leaves (``tape.leaves``); the tape collects the uses. Buffers are the module's own."""
+    traced leaves (``tape.leaves``); the tape collects the uses. Buffers are the module's own (constants
+    that may shape a parameter, e.g. a mask)."""
     leaves = {name: p.detach().requires_grad_(True) for name, p in module.named_parameters()}
-    tape = Tape(leaves)
+    tape = Tape(leaves, module.buffers())
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         with _Mode(tape):
