@@ -264,6 +264,19 @@ def test_clip_before_noise_bounds_one_examples_influence() -> None:
     assert 0.99 * clip < influence <= clip * (1 + 1e-5)  # the huge example counts exactly C, no more
 
 
+def test_an_example_with_non_finite_gradient_is_left_out() -> None:
+    D = make_d()
+    real, c, fake, gen_c = make_batch(4)
+    real[3, 0, 5, 5] = float("nan")
+    for method in ("ghost", "materialise"):
+        out = clipped_grad_sum(D, loss_fn(3.0), (real, c, fake, gen_c), clip=0.1, method=method)
+        assert torch.isfinite(out.norms[:3]).all() and not torch.isfinite(out.norms[3])
+        rest = clipped_grad_sum(D, loss_fn(3.0), tuple(t[:3] for t in (real, c, fake, gen_c)), clip=0.1).grads
+        for k in rest:
+            assert torch.isfinite(out.grads[k]).all(), (method, k)
+            assert rel_err(out.grads[k], rest[k]) < 1e-4, (method, k)
+
+
 def test_noise_std_is_sigma_times_clip() -> None:
     sigma, clip = 0.7, 2.5
     zeros = {"a": torch.zeros(1000, 1000), "b": torch.zeros(300)}  # 1.0003e6 coordinates

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from plugins.dp.per_example import clipped_grad_sum
+from plugins.dp.per_example import ClippedGradients, clipped_grad_sum
 
 Augment = Callable[[Tensor], Tensor]
 
@@ -130,6 +130,32 @@ def microbatch_groups(
     return torch.as_tensor(dataset_indices).long() % k, k
 
 
+def clipped_discriminator_sum(
+    D: nn.Module,
+    real_img: Tensor,
+    real_c: Tensor,
+    gen_img: Tensor,
+    gen_c: Tensor,
+    *,
+    clip: float,
+    augment: Augment | None = None,
+    r1_weight: float = 0.0,
+    groups: Tensor | None = None,
+    num_groups: int | None = None,
+) -> ClippedGradients:
+    """The sum of the examples' (or microbatches') clipped gradients of D, no noise, not normalised.
+
+    With several processes, each calls this on its share of the batch; the sums are added across
+    processes (all-reduce) and :func:`privatise` runs once on the total with a generator in the same
+    state on every process. Raises :class:`PerExampleMixingError` for a D that mixes examples.
+    """
+    check_per_example_independent(D)
+    loss_fn = functools.partial(discriminator_losses, augment=augment, r1_weight=r1_weight)
+    return clipped_grad_sum(
+        D, loss_fn, (real_img, real_c, gen_img, gen_c), clip, groups=groups, num_groups=num_groups
+    )
+
+
 def private_discriminator_gradients(
     D: nn.Module,
     real_img: Tensor,
@@ -146,16 +172,24 @@ def private_discriminator_gradients(
     groups: Tensor | None = None,
     num_groups: int | None = None,
 ) -> dict[str, Tensor]:
-    """One private D gradient: ``{name: tensor}`` for every parameter of D (to be written to ``.grad``).
+    """One private D gradient in one process: ``{name: tensor}`` for every parameter of D (to be
+    written to ``.grad``): :func:`clipped_discriminator_sum` then :func:`privatise`.
 
     ``real_img``/``real_c``/``gen_img``/``gen_c`` as in :func:`discriminator_losses` (N may be 0: the
     result is then noise only); ``groups``/``num_groups``: microbatches from :func:`microbatch_groups`
-    (default: one example each). Raises :class:`PerExampleMixingError` for a D that mixes examples.
+    (default: one example each).
     """
-    check_per_example_independent(D)
-    loss_fn = functools.partial(discriminator_losses, augment=augment, r1_weight=r1_weight)
-    clipped = clipped_grad_sum(
-        D, loss_fn, (real_img, real_c, gen_img, gen_c), clip, groups=groups, num_groups=num_groups
+    clipped = clipped_discriminator_sum(
+        D,
+        real_img,
+        real_c,
+        gen_img,
+        gen_c,
+        clip=clip,
+        augment=augment,
+        r1_weight=r1_weight,
+        groups=groups,
+        num_groups=num_groups,
     )
     return privatise(
         clipped.grads,

@@ -123,8 +123,28 @@ class Grouping:
 
 
 def clip_factors(norms: Tensor, clip: float) -> Tensor:
-    """``min(1, C / (norm + 1e-6))`` per group."""
-    return (clip / (norms + CLIP_EPS)).clamp(max=1.0)
+    """``min(1, C / (norm + 1e-6))`` per group; 0 for a non-finite norm (that group is left out, which
+    keeps its contribution, 0, within C)."""
+    factors = (clip / (norms + CLIP_EPS)).clamp(max=1.0)
+    return torch.where(torch.isfinite(norms), factors, torch.zeros_like(factors))
+
+
+def _weighted_rows(t: Tensor, row_factors: Tensor) -> Tensor:
+    """``t`` [R, ...] with row r scaled by f_r; rows with f_r = 0 are exactly 0 even if not finite."""
+    scaled = t * row_factors.view(-1, *([1] * (t.ndim - 1)))
+    if bool((row_factors > 0).all()):
+        return scaled
+    return torch.where(row_factors.view(-1, *([1] * (t.ndim - 1))) > 0, scaled, torch.zeros_like(scaled))
+
+
+def _dropping_zero_rows(t: Tensor, row_factors: Tensor) -> Tensor:
+    """``t`` with the rows of factor 0 zeroed (they may hold NaN/inf, and 0 * NaN is NaN)."""
+    return t if bool((row_factors > 0).all()) else _weighted_rows(t, (row_factors > 0).to(t.dtype))
+
+
+def _reweighted(factors: Tensor, per_group: Tensor) -> Tensor:
+    """``sum_k factors_k per_group_k``, ignoring groups of factor 0."""
+    return torch.tensordot(factors, _dropping_zero_rows(per_group, factors), dims=1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,12 +205,10 @@ def _group_grads(use: Use, grouping: Grouping) -> Tensor:
 def _weighted_sum(use: Use, row_factors: Tensor) -> Tensor:
     """``sum_r f_r * (gradient of row r)`` [weight shape]: one ordinary weight-gradient computation."""
     if use.kind == "bias":
-        rows = _bias_rows(use)
-        return torch.tensordot(row_factors, rows, dims=1)
-    if use.kind == "conv":
-        return _conv_weight_grad(use, use.a, use.g * row_factors.view(-1, 1, 1, 1))
-    a, g = _linear_rows(use)
-    return _linear_weight_grad(use, a, g * row_factors.view(-1, 1, 1))
+        return _reweighted(row_factors, _bias_rows(use))
+    a, g = (use.a, use.g) if use.kind == "conv" else _linear_rows(use)
+    a, g = _dropping_zero_rows(a, row_factors), _weighted_rows(g, row_factors)
+    return _conv_weight_grad(use, a, g) if use.kind == "conv" else _linear_weight_grad(use, a, g)
 
 
 def _positions(use: Use) -> tuple[Tensor, Tensor]:
@@ -437,12 +455,12 @@ def clipped_grad_sum(
     for name, ws in weights.items():
         leaf = leaves[name]
         if id(leaf) in kept:
-            grads[name] = torch.tensordot(factors, kept[id(leaf)], dims=1).to(leaf.dtype)
+            grads[name] = _reweighted(factors, kept[id(leaf)])
             continue
         total = torch.zeros_like(leaf, dtype=torch.float32)
         for w in ws:
             if id(w) in kept:
-                s = torch.tensordot(factors, kept[id(w)], dims=1)
+                s = _reweighted(factors, kept[id(w)])
             else:
                 s = w.weighted_sum(factors, grouping)
             total += _to_param(w, leaf, s, batched=False)
