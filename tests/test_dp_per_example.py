@@ -27,6 +27,7 @@ from plugins.dp.per_example import (
     per_example_grads_loop,
 )
 from plugins.dp.tape import UnsupportedParameterUse
+from stylegan2_ada.augment import make_augment_pipe
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.networks import Discriminator, Generator
 from tests.conftest import tiny_d_kwargs, tiny_g_kwargs
@@ -209,6 +210,28 @@ def test_changing_one_example_leaves_the_others_unchanged() -> None:
         for i in (0, 1, 3):
             torch.testing.assert_close(after[name][i], before[name][i], rtol=1e-5, atol=1e-7)
     assert rel_err(after["b16.conv0.weight"][2], before["b16.conv0.weight"][2]) > 1e-2
+
+
+def test_augmentation_keeps_examples_independent_and_r1_differentiates_through_it() -> None:
+    D = make_d()
+    pipe = make_augment_pipe("bgc", p=0.6)
+    batch = make_batch(4)
+    lf = functools.partial(discriminator_losses, augment=pipe, r1_weight=3.0)
+    torch.manual_seed(11)  # the pipe draws from the global generator: the same draws in both runs
+    before = per_example_grads(D, lf, batch)
+    real2 = batch[0].clone()
+    real2[1] = -real2[1]
+    torch.manual_seed(11)
+    after = per_example_grads(D, lf, (real2, *batch[1:]))
+    for name in before:
+        assert torch.isfinite(before[name]).all()
+        for i in (0, 2, 3):
+            torch.testing.assert_close(after[name][i], before[name][i], rtol=1e-5, atol=1e-7)
+    # A deterministic augmentation (a flip and a gain) against the loop, R1 through it included.
+    flip = functools.partial(discriminator_losses, augment=lambda x: x.flip(3) * 0.9, r1_weight=3.0)
+    vec, ref = per_example_grads(D, flip, batch), per_example_grads_loop(D, flip, batch)
+    for name in ref:
+        assert rel_err(vec[name], ref[name]) < 1e-4, name
 
 
 def test_minibatch_stddev_groups_mix_examples_and_are_refused() -> None:
