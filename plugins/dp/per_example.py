@@ -153,8 +153,9 @@ def _reweighted(factors: Tensor, per_group: Tensor) -> Tensor:
 
 
 def _proto(use: Use) -> Tensor:
-    """A float32 tensor with the weight's shape (the conv kernels read only its shape and dtype)."""
-    return use.weight.tensor.detach().float()
+    """A float32 stand-in with the weight's shape (only the weight gradient is computed; its values are
+    not read), without memory, as ``torch.nn.grad.conv2d_weight`` does."""
+    return use.g.new_empty(1).expand(use.weight.tensor.shape)
 
 
 def _conv_weight_grad(use: Use, a: Tensor, g: Tensor) -> Tensor:
