@@ -5,10 +5,11 @@ Inside :func:`trace`, the module runs (through ``torch.func.functional_call``) w
 replaced by a fresh leaf, and a ``TorchFunctionMode`` watches every torch call:
 
 * A call on parameter-derived tensors alone, possibly with the module's buffers (``w * gain``,
-  ``w.to(dtype)``, ``w.t()``, ``b.reshape(...)``, ``w * mask``) yields a parameter-derived tensor again. It keeps its autograd graph back to the leaf, so a gradient
-  with respect to it maps back to the parameter by a vector-Jacobian product of that small graph. Its
-  *key* (parameter name + the calls that made it) is equal for equal functions of the parameter, so
-  the several forwards of one step (fakes, reals) count as uses of one tensor.
+  ``w.to(dtype)``, ``w.t()``, ``b.reshape(...)``, ``w * mask``), yields a parameter-derived tensor
+  again. It keeps its autograd graph back to the leaf, so a gradient with respect to it maps back to
+  the parameter by a vector-Jacobian product of that small graph. Its *key* (parameter name + the
+  calls that made it) is equal for equal functions of the parameter, so the several forwards of one
+  step (fakes, reals) count as uses of one tensor.
 * A call that combines a derived tensor with data is a *use*. Supported uses:
 
   - ``conv``: ``torch.conv2d(x, w, b, stride, padding, dilation, groups=1)`` (``w`` and/or ``b`` derived);
