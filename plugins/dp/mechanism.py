@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from plugins.dp.per_example import ClippedGradients, clipped_grad_sum
+from stylegan2_ada.networks import MinibatchStdLayer
 
 Augment = Callable[[Tensor], Tensor]
 
@@ -51,7 +52,7 @@ def check_per_example_independent(D: nn.Module) -> None:
     for name, m in D.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             raise PerExampleMixingError(f"{name}: batch normalisation mixes the examples of a batch")
-        if type(m).__name__ == "MinibatchStdLayer" and getattr(m, "group_size", None) != 1:
+        if isinstance(m, MinibatchStdLayer) and m.group_size != 1:
             raise PerExampleMixingError(
                 f"{name or 'D'}: minibatch standard deviation over groups of {m.group_size} mixes examples; "
                 f"differential privacy needs a minibatch-stddev group of 1 (--mbstd-group 1)"
