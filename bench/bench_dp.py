@@ -5,7 +5,8 @@ group 1, batch 32 (32 reals + 32 fake partners), non-saturating loss; R1 gamma 1
 
 * ``ordinary``     -- the core's non-private D step: Dmain forward + backward (fakes, then reals);
 * ``ordinary-r1``  -- the same step with the lazy R1 phase (Dreg) run after it, as every 16th step;
-* ``loop``/``loop-r1`` -- per-example gradients by a Python loop over the 32 examples (baseline);
+* ``loop``/``loop-r1`` -- the same clipped, noised step by a Python loop over the 32 examples, each
+  gradient clipped and added as it comes (baseline);
 * ``dp``/``dp-r1`` -- the vectorised clipped, noised step (``private_discriminator_gradients``).
 
 "cycle" = the average step over the 16-step R1 cycle (15 plain + 1 R1 step). Each path runs in its own
@@ -20,6 +21,7 @@ Usage: python bench/bench_dp.py [--device cpu|cuda] [--repeats N] [--batch 32] [
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from plugins.dp.mechanism import discriminator_losses, private_discriminator_gradients  # noqa: E402
-from plugins.dp.per_example import clip_factors, per_example_grads_loop  # noqa: E402
+from plugins.dp.mechanism import discriminator_losses, private_discriminator_gradients, privatise  # noqa: E402
+from plugins.dp.per_example import clipped_grad_sum_loop  # noqa: E402
 from stylegan2_ada.loss import StyleGAN2Loss  # noqa: E402
 from stylegan2_ada.networks import Discriminator  # noqa: E402
 
@@ -68,6 +70,7 @@ def _setup(args: argparse.Namespace, device: torch.device) -> tuple:
 
 def _step_fn(path: str, D, real, c, fake, gen_c, device: torch.device):  # noqa: ANN001, ANN202
     r1_weight = R1_GAMMA / 2 * R1_INTERVAL if path.endswith("-r1") else 0.0
+    generator = torch.Generator(device=device).manual_seed(1)
     if path.startswith("ordinary"):
         core_loss = StyleGAN2Loss(D, D, r1_gamma=R1_GAMMA)  # the core's phases (G is unused by d_reg)
 
@@ -82,18 +85,19 @@ def _step_fn(path: str, D, real, c, fake, gen_c, device: torch.device):  # noqa:
 
         return ordinary
     if path.startswith("loop"):
+        losses = functools.partial(discriminator_losses, r1_weight=r1_weight)
 
         def loop() -> None:
-            def losses(forward, *b):  # noqa: ANN001, ANN002, ANN202
-                return discriminator_losses(forward, *b, r1_weight=r1_weight)
-
-            grads = per_example_grads_loop(D, losses, (real, c, fake, gen_c))
-            norms = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in grads.values()))
-            f = clip_factors(norms, CLIP)
-            {k: torch.tensordot(f, g, dims=1) for k, g in grads.items()}
+            clipped = clipped_grad_sum_loop(D, losses, (real, c, fake, gen_c), CLIP)
+            privatise(
+                clipped.grads,
+                clip=CLIP,
+                noise_multiplier=SIGMA,
+                expected_batch_size=real.shape[0],
+                generator=generator,
+            )
 
         return loop
-    generator = torch.Generator(device=device).manual_seed(1)
 
     def dp() -> None:
         private_discriminator_gradients(

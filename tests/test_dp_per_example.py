@@ -23,6 +23,7 @@ from plugins.dp.mechanism import (
 from plugins.dp.per_example import (
     clip_factors,
     clipped_grad_sum,
+    clipped_grad_sum_loop,
     per_example_grads,
     per_example_grads_loop,
 )
@@ -98,6 +99,10 @@ def test_clipped_sum_and_norms_equal_loop(method: str, batched: bool, r1_weight:
     expected = clipped_reference(ref, clip)
     for name in expected:
         assert rel_err(out.grads[name], expected[name]) < 1e-4, name
+    loop = clipped_grad_sum_loop(D, loss_fn(r1_weight), batch, clip)
+    torch.testing.assert_close(loop.norms, norms, rtol=1e-5, atol=0)
+    for name in expected:
+        assert rel_err(loop.grads[name], expected[name]) < 1e-5, name
     # Nothing kept between the norms and the sum: the reweighted recomputation gives the same.
     again = clipped_grad_sum(D, loss_fn(r1_weight), batch, clip, method=method, batched=batched, keep_bytes=0)
     for name in expected:

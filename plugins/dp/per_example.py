@@ -32,8 +32,9 @@ How (one forward, one backward, no per-example autograd):
 The uses of one weight in several forwards (fakes and reals) and, on R1 steps, in the differentiated
 input gradient, are the rows of one Gram/sum, so an example's gradient includes all of them exactly.
 
-:func:`per_example_grads` returns the materialised per-group gradients, and :func:`per_example_grads_loop`
-is the plain reference: a Python loop over groups with ordinary autograd.
+:func:`per_example_grads` returns the materialised per-group gradients. :func:`per_example_grads_loop`
+and :func:`clipped_grad_sum_loop` are the plain references: a Python loop over groups with ordinary
+autograd (the latter also serves modules the tape cannot trace).
 
 ``loss_fn(forward, *batch) -> Tensor [n]`` receives ``forward`` (the module's call with traced
 parameters) and the batch tensors (leading dimension n), and returns the n per-example losses. Every
@@ -45,7 +46,7 @@ the StyleGAN2 discriminator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -495,6 +496,23 @@ def per_example_grads(
     return out
 
 
+def _group_grads_loop(
+    module: nn.Module, loss_fn: LossFn, batch: Sequence[Tensor], grouping: Grouping
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """``(k, {name: gradient})`` for each non-empty group k: plain autograd on its summed loss."""
+    params = {n: p.detach().requires_grad_(True) for n, p in module.named_parameters()}
+
+    def forward(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return torch.func.functional_call(module, params, args, kwargs)
+
+    for k, idx in enumerate(grouping.examples()):
+        if idx.numel() == 0:
+            continue
+        loss = loss_fn(forward, *(t[idx.to(t.device)] for t in batch)).sum()
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        yield k, {n: g.float() for n, g in zip(params, grads) if g is not None}
+
+
 def per_example_grads_loop(
     module: nn.Module,
     loss_fn: LossFn,
@@ -503,21 +521,38 @@ def per_example_grads_loop(
     groups: Tensor | None = None,
     num_groups: int | None = None,
 ) -> dict[str, Tensor]:
-    """Reference: a Python loop over groups, plain autograd on each group's summed loss."""
+    """Reference for :func:`per_example_grads`: a Python loop over groups with plain autograd."""
     grouping = Grouping(_check_batch(batch), groups, num_groups)
-    params = {n: p.detach().requires_grad_(True) for n, p in module.named_parameters()}
+    params = dict(module.named_parameters())
     out = {n: p.new_zeros(grouping.count, *p.shape, dtype=torch.float32) for n, p in params.items()}
-
-    def forward(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        return torch.func.functional_call(module, params, args, kwargs)
-
-    for k, idx in enumerate(grouping.examples()):
-        if idx.numel() == 0:
-            continue
-        idx = idx.to(batch[0].device)
-        loss = loss_fn(forward, *(t[idx] for t in batch)).sum()
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-        for name, g in zip(params, grads):
-            if g is not None:
-                out[name][k] = g
+    for k, grads in _group_grads_loop(module, loss_fn, batch, grouping):
+        for name, g in grads.items():
+            out[name][k] = g
     return out
+
+
+def clipped_grad_sum_loop(
+    module: nn.Module,
+    loss_fn: LossFn,
+    batch: Sequence[Tensor],
+    clip: float,
+    *,
+    groups: Tensor | None = None,
+    num_groups: int | None = None,
+) -> ClippedGradients:
+    """Reference (and fallback for modules the tape cannot trace) for :func:`clipped_grad_sum`: a
+    Python loop over groups, each group's gradient clipped and added as it comes (memory of one)."""
+    if not clip > 0:
+        raise ValueError(f"clip must be positive; got {clip}")
+    grouping = Grouping(_check_batch(batch), groups, num_groups)
+    params = dict(module.named_parameters())
+    total = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    device = next(iter(params.values())).device if params else torch.device("cpu")
+    norms = torch.zeros(grouping.count, device=device)
+    for k, grads in _group_grads_loop(module, loss_fn, batch, grouping):
+        norms[k] = torch.sqrt(sum(g.square().sum() for g in grads.values()))
+        factor = clip_factors(norms[k : k + 1], clip)[0]
+        if factor > 0:
+            for name, g in grads.items():
+                total[name] += g * factor
+    return ClippedGradients(total, norms)
