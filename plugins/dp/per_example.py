@@ -429,45 +429,51 @@ def clipped_grad_sum(
         return ClippedGradients(zeros, torch.zeros(grouping.count, device=device))
     leaves, weights = _traced_uses(module, loss_fn, batch, grouping)
     batched = device.type == "cuda" if batched is None else batched
-
     norms2 = torch.zeros(grouping.count, device=device)
     kept: dict[int, Tensor] = {}  # id(_Weight) -> [K, weight shape]; id(leaf) -> [K, param shape]
     budget = keep_bytes
     for name, ws in weights.items():
-        leaf = leaves[name]
-        if len(ws) == 1 and ws[0].derived.scale is not None:
-            w = ws[0]
-            if w.ghost_ok(grouping, method):
-                norms2 += w.derived.scale**2 * w.ghost_norms2(grouping)
-                continue
-            per_group, target = w.group_grads(grouping, batched), id(w)
-            norms2 += w.derived.scale**2 * _squared_norms(per_group)
-        else:  # several derivations or an unknown one: per-group gradients of the parameter itself
-            per_group = sum(_to_param(w, leaf, w.group_grads(grouping, batched), batched=True) for w in ws)
-            target = id(leaf)
-            norms2 += _squared_norms(per_group)
-        size = per_group.numel() * per_group.element_size()
+        sq, per_group, target = _norms2(ws, leaves[name], grouping, method, batched)
+        norms2 += sq
+        size = per_group.numel() * per_group.element_size() if per_group is not None else budget + 1
         if size <= budget:
             kept[target] = per_group
             budget -= size
-
     norms = norms2.sqrt()
     factors = clip_factors(norms, clip)
     grads = dict(zeros)
     for name, ws in weights.items():
-        leaf = leaves[name]
-        if id(leaf) in kept:
-            grads[name] = _reweighted(factors, kept[id(leaf)])
-            continue
-        total = torch.zeros_like(leaf, dtype=torch.float32)
-        for w in ws:
-            if id(w) in kept:
-                s = _reweighted(factors, kept[id(w)])
-            else:
-                s = w.weighted_sum(factors, grouping)
-            total += _to_param(w, leaf, s, batched=False)
-        grads[name] = total
+        grads[name] = _clipped_sum(ws, leaves[name], factors, grouping, kept)
     return ClippedGradients(grads, norms)
+
+
+def _norms2(
+    ws: list[_Weight], leaf: Tensor, grouping: Grouping, method: str, batched: bool
+) -> tuple[Tensor, Tensor | None, int]:
+    """One parameter's share of the groups' squared norms [K], with the per-group gradients it formed
+    (or ``None`` for the Gram route) and the key to keep them under (its derived tensor or the leaf)."""
+    if len(ws) == 1 and ws[0].derived.scale is not None:
+        w = ws[0]
+        if w.ghost_ok(grouping, method):
+            return w.derived.scale**2 * w.ghost_norms2(grouping), None, id(w)
+        per_group = w.group_grads(grouping, batched)
+        return w.derived.scale**2 * _squared_norms(per_group), per_group, id(w)
+    # Several derivations or an unknown one: per-group gradients of the parameter itself.
+    per_group = sum(_to_param(w, leaf, w.group_grads(grouping, batched), batched=True) for w in ws)
+    return _squared_norms(per_group), per_group, id(leaf)
+
+
+def _clipped_sum(
+    ws: list[_Weight], leaf: Tensor, factors: Tensor, grouping: Grouping, kept: dict[int, Tensor]
+) -> Tensor:
+    """``sum_k factors_k g_k`` for one parameter: from kept per-group gradients, else from the rows."""
+    if id(leaf) in kept:
+        return _reweighted(factors, kept[id(leaf)])
+    total = torch.zeros_like(leaf, dtype=torch.float32)
+    for w in ws:
+        s = _reweighted(factors, kept[id(w)]) if id(w) in kept else w.weighted_sum(factors, grouping)
+        total += _to_param(w, leaf, s, batched=False)
+    return total
 
 
 def per_example_grads(
