@@ -296,8 +296,8 @@ def test_a_sampler_needs_minibatch_std_group_one() -> None:
     pm = create_plugin_manager([TAKEOVER])
     o = tiny_options(mbstd_group=2)
     o.plugin_options = {"toy_sizes": "1,2"}
-    with pytest.raises(OptionsError, match=f"plugin {TAKEOVER!r} samples batches of varying size, which needs "
-                       "--mbstd-group 1 \\(got 2\\)"):  # fmt: skip
+    expected = f"plugin {TAKEOVER!r} samples batches of varying size, which needs --mbstd-group 1 \\(got 2\\)"
+    with pytest.raises(OptionsError, match=expected):
         plugin_sampler(pm, o, list(range(8)))
     o.mbstd_group = 1
     assert plugin_sampler(pm, o, list(range(8))).expected_batch == 1.5
