@@ -229,3 +229,19 @@ def test_target_epsilon_gives_the_noise_for_the_planned_steps() -> None:
     sigma = noise_multiplier(Settings.of(options), options)
     assert sigma == pytest.approx(noise_for_epsilon(5.0, 0.01, 2000, 1e-5), rel=1e-6)
     assert compute_epsilon(sigma, 0.01, 2000, 1e-5) == pytest.approx(5.0, rel=1e-2)
+
+
+def test_legacy_run_is_labelled_not_private_and_changes_nothing_else(tmp_path: Path) -> None:
+    data = make_shapes(tmp_path / "shapes", n=N)
+    result = cli.main(
+        tiny_args(tmp_path / "runs", data, "--cond=1", "--plugin", "dp", "--dp-mode", "legacy", kimg=0.008),
+        standalone_mode=False,
+    )
+    record = json.loads((result.run_dir / "privacy.json").read_text())
+    assert record["differentially_private"] is False and record["mode"] == "legacy"
+    assert (record["noise_std"], record["max_norm"], record["rounds"]) == (0.02, 1.5, 1)
+    assert "NOT differentially private" in (result.run_dir / "log.txt").read_text()
+    assert (result.run_dir / "reals.png").exists()  # the original's outputs, unchanged
+    options = json.loads((result.run_dir / "training_options.json").read_text())
+    assert options["adjusted"] == {} and options["mbstd_group"] == 4
+    assert load_checkpoint(result.snapshots[-1]).metadata["required_plugins"] == {}
