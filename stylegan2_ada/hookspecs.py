@@ -267,7 +267,6 @@ def restore_plugin_state(context: TrainingContext, state: Mapping[str, Any]) -> 
     """Restore what :func:`plugin_state` returned, when resuming from a snapshot that holds it."""
 
 
-<<<<<<< HEAD
 @hookspec(firstresult=True)
 def feature_extractors(path: str, device: torch.device) -> Any:
     """Open a feature-extractor file (``--detector PATH`` of the metrics) the plugin recognises, or return ``None``.
@@ -278,7 +277,9 @@ def feature_extractors(path: str, device: torch.device) -> Any:
     [N, F]`` on ``device`` (C = 1 or 3: adapt the channels the network needs), ``name``, ``feature_dim``,
     ``content_hash`` (changes whenever the features could change; it keys the real-feature cache) and
     ``describe() -> dict`` (JSON-able, written into the metric files).
-=======
+    """
+
+
 @hookspec
 def resume_requirement(context: TrainingContext) -> str | None:
     """Return why a snapshot of this run must not be resumed without this plugin, or ``None``.
@@ -286,5 +287,4 @@ def resume_requirement(context: TrainingContext) -> str | None:
     Called whenever a snapshot is written; a reason is stored in it (``required_plugins``). Resuming such
     a snapshot without the plugin enabled under the same name is then a usage error that quotes the
     reason, before any run folder exists (e.g. a plugin whose state would otherwise silently be lost).
->>>>>>> h10b
     """

@@ -134,12 +134,8 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     from stylegan2_ada.plugins import plugin_hooks
     from stylegan2_ada.training.data import open_training_dataset, plugin_sampler
     from stylegan2_ada.training.distributed import dist_info_from_env
-<<<<<<< HEAD
     from stylegan2_ada.training.evaluation import check_detector
-    from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
-=======
     from stylegan2_ada.training.snapshots import ResumeError, check_required_plugins, load_resume_checkpoint
->>>>>>> h10b
 
     core = with_cli_defaults({k: v for k, v in raw.items() if k in CLI_DEFAULTS})
     plugin_opts = {k: v for k, v in raw.items() if k not in CLI_DEFAULTS}
@@ -184,13 +180,10 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             plugin_options=plugin_opts,
         )
         opts.plugins = list(plugin_names)
-<<<<<<< HEAD
-        check_detector(opts, pm)
-=======
         if pm is not None:
             opts.plugin_hooks = plugin_hooks(pm, plugin_names)
             opts = adjust_by_plugins(pm, opts)
->>>>>>> h10b
+        check_detector(opts, pm)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc
     if pm is not None:
