@@ -89,7 +89,12 @@ def _parsed(parse):
     help="Morph between classes for fixed latents (one seed per cell), e.g. '0,1' or '0,1,0' (a loop).",
 )
 @click.option(
-    "--fps", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True, help="Frame rate."
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60,
+    show_default=True,
+    metavar="FPS",
+    help="Frame rate.",
 )
 @click.option(
     "--noise-mode",
@@ -103,6 +108,7 @@ def _parsed(parse):
     "batch_size",
     type=click.IntRange(min=1),
     default=16,
+    metavar="N",
     show_default=True,
     help="Images per forward pass.",
 )
@@ -130,7 +136,7 @@ def main(
     output: str,
     quiet: bool,
 ) -> None:
-    """Write a looping latent walk (or a class morph) of NETWORK to an MP4 video."""
+    """Write a looping latent walk (or a class morph) of a generator to an MP4 video."""
     try:
         result = make_video(
             network,

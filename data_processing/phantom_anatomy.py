@@ -20,17 +20,20 @@ size, aspect and density, disc heights (about ±10% per disc, thinner in the tho
 anterior wedging up to 12% at T11-L1, small alignment offsets, and in about 40% of patients tiny
 corner lipping below the osteophyte range.
 
-**Lesions** (VinDr-SpineXR lesion types), each with a magnitude that is the product of the cohort's
-``severity`` and a per-lesion draw skewed towards subtle values (Beta(1.2, 2.2)):
+**Lesions** (VinDr-SpineXR lesion types). An abnormal patient has 1, 2 or 3 lesion types (40/40/20%;
+osteophytes 35%, disc space narrowing 30%, spondylolisthesis 20%, collapse 15% of the draws), each at
+one or more sites. Each lesion's magnitude is the cohort's ``severity`` times a draw from the range
+below, skewed towards its low end (Beta(1.2, 2.2)); one lesion in four is *mild* instead, drawn from
+0.4..1 times the low end, where it overlaps normal variation:
 
 * ``Vertebral collapse``: a body loses height -- anteriorly (wedge, 70%), centrally (biconcave, 20%)
-  or uniformly (crush, 10%) -- by ``severity * (0.15 .. 0.60)`` (at most 0.8); T12 to L4.
-* ``Disc space narrowing``: a disc loses ``severity * (0.25 .. 0.75)`` of its height (at most 0.85),
-  with sclerotic (bright) endplates beside most of the marked ones; L1/L2 to L5/S1.
-* ``Osteophytes``: bony spurs at the anterior corners of 1-3 bodies, ``severity * (0.08 .. 0.33)``
-  of the body's depth long (normal lipping stays below 0.06); L1 to L5, one finding per body.
+  or uniformly (crush, 10%) -- by ``severity * (0.30 .. 0.80)`` (at most 0.85); one body, T12 to L4.
+* ``Disc space narrowing``: 1-3 discs lose ``severity * (0.45 .. 0.90)`` of their height (at most
+  0.9); a disc that loses more than 0.4 gets sclerotic (bright) endplates; L1/L2 to L5/S1.
+* ``Osteophytes``: bony spurs at the anterior corners of 1-4 bodies, ``severity * (0.20 .. 0.60)`` of
+  the body's depth long (at most 0.7; normal lipping stays below 0.06); L1 to L5, one finding per body.
 * ``Spondylolysthesis``: a body (and the column above it) slips anteriorly by
-  ``severity * (0.07 .. 0.32)`` of its depth (at most 0.5) over the body below; L3 to L5.
+  ``severity * (0.15 .. 0.45)`` of its depth (at most 0.5) over the body below; L3 to L5.
 
 **Confounders** that make the task hard for a classifier: mild lesions overlap the normal variation,
 bowel gas shadows and the iliac crest overlap the column, the diaphragm may darken the top, the
@@ -79,6 +82,7 @@ LESION_TYPES: dict[str, float] = {OSTEOPHYTES: 0.35, NARROWING: 0.30, SLIP: 0.20
 _RIM = 0.07  # cortical rim thickness / body depth
 _TRABECULAR = 0.55  # trabecular density relative to the cortex
 _TILE = 64  # texture tile side, pixels
+_MILD = 0.25  # share of lesions drawn below the usual range
 
 
 def disc_name(k: int) -> str:
@@ -175,11 +179,15 @@ def sample_spine(rng: np.random.Generator) -> Spine:
 
 
 def _magnitude(rng: np.random.Generator, severity: float, low: float, span: float, cap: float) -> float:
+    """``severity * (low + span * u)`` with u ~ Beta(1.2, 2.2) (skewed to small), but a mild lesion (one in
+    four) gets ``severity * low * U(0.4, 1)``: below the usual range, close to normal variation."""
+    if rng.random() < _MILD:
+        return float(min(cap, severity * low * rng.uniform(0.4, 1.0)))
     return float(min(cap, severity * (low + span * rng.beta(1.2, 2.2))))
 
 
 def sample_lesions(rng: np.random.Generator, severity: float) -> tuple[Lesion, ...]:
-    """The lesions of an abnormal patient: 1-3 lesion types (60/30/10%), each at one or more sites."""
+    """The lesions of an abnormal patient: 1-3 lesion types (40/40/20%), each at one or more sites."""
     kinds = list(LESION_TYPES)
     weights = np.array([LESION_TYPES[k] for k in kinds])
     n_types = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
@@ -189,19 +197,19 @@ def sample_lesions(rng: np.random.Generator, severity: float) -> tuple[Lesion, .
         if kind == COLLAPSE:
             level = int(rng.choice([6, 5, 4, 3, 2], p=[0.35, 0.3, 0.15, 0.1, 0.1]))  # T12 .. L4
             variant = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.7, 0.2, 0.1]))
-            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.2, 0.5, 0.85), variant))
+            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.3, 0.5, 0.85), variant))
         elif kind == NARROWING:
             count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
             for disc in rng.choice(5, size=count, replace=False, p=[0.3, 0.35, 0.2, 0.1, 0.05]):
-                lesions.append(Lesion(kind, int(disc), _magnitude(rng, severity, 0.35, 0.55, 0.9)))
+                lesions.append(Lesion(kind, int(disc), _magnitude(rng, severity, 0.45, 0.45, 0.9)))
         elif kind == OSTEOPHYTES:
             count = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.25, 0.15]))
             for level in rng.choice(np.arange(1, 6), size=count, replace=False, p=[0.3, 0.3, 0.2, 0.1, 0.1]):
                 variant = str(rng.choice(["superior", "inferior", "both"], p=[0.35, 0.35, 0.3]))
-                lesions.append(Lesion(kind, int(level), _magnitude(rng, severity, 0.12, 0.35, 0.6), variant))
+                lesions.append(Lesion(kind, int(level), _magnitude(rng, severity, 0.2, 0.4, 0.7), variant))
         else:  # SLIP
             level = int(rng.choice([2, 1, 3], p=[0.55, 0.35, 0.1]))  # L4, L5, L3
-            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.1, 0.3, 0.5)))
+            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.15, 0.3, 0.5)))
     return tuple(lesions)
 
 

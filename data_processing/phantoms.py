@@ -407,7 +407,7 @@ def _move_into_place(staging: str, out: str) -> None:
     type=click.FloatRange(0.0, 1.0),
     default=0.39,
     show_default=True,
-    help="Probability that a patient has lesions (VinDr-SpineXR: 39% of films abnormal).",
+    help="Share of abnormal films (VinDr-SpineXR: 39%).",
 )
 @click.option(
     "--severity",
