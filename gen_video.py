@@ -15,8 +15,8 @@ Examples:
     python gen_video.py --network net.safetensors --seeds 0-3 --grid 4x1 --morph 0,1,0 --output morph.mp4
 
 Reads our native checkpoints and stylegan2-ada-pytorch ``.pkl`` snapshots (safely). 1-channel
-networks are shown in grey (repeated to RGB). Writes an H.264 MP4 with imageio-ffmpeg's bundled ffmpeg,
-atomically. See :mod:`stylegan2_ada.video` for how keyframes, the spline and the morph work.
+networks are shown in grey (repeated to RGB). Writes H.264 in MP4 (``.mp4``) or VP9 in WebM (``.webm``)
+with imageio-ffmpeg's bundled ffmpeg, atomically. See :mod:`stylegan2_ada.video` for how keyframes, the spline and the morph work.
 """
 
 from __future__ import annotations
@@ -118,7 +118,12 @@ def _parsed(parse):
     default=None,
     help="Device [default: cuda if available, else cpu].",
 )
-@click.option("--output", required=True, metavar="FILE.mp4", help="Output video (.mp4).")
+@click.option(
+    "--output",
+    required=True,
+    metavar="FILE",
+    help="Output video: .mp4 (H.264) or .webm (VP9, plays in any browser).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(
     network: str,
@@ -136,7 +141,7 @@ def main(
     output: str,
     quiet: bool,
 ) -> None:
-    """Write a looping latent walk (or a class morph) of a generator to an MP4 video."""
+    """Write a looping latent walk (or a class morph) of a generator to an MP4 or WebM video."""
     try:
         result = make_video(
             network,

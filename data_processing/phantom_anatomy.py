@@ -83,6 +83,8 @@ _RIM = 0.07  # cortical rim thickness / body depth
 _TRABECULAR = 0.55  # trabecular density relative to the cortex
 _TILE = 64  # texture tile side, pixels
 _MILD = 0.25  # share of lesions drawn below the usual range
+#: Mean body height per level (S1 .. T9), relative: lumbar bodies grow downwards, thoracic ones are smaller.
+_BODY_SIZE = (1.0, 1.02, 1.008, 0.996, 0.984, 0.972, 0.89, 0.88, 0.87, 0.86)
 
 
 def disc_name(k: int) -> str:
@@ -149,9 +151,7 @@ def sample_spine(rng: np.random.Generator) -> Spine:
     aspect = rng.uniform(1.3, 1.6)  # body depth / height
     bodies = [Body(anterior=1.0, posterior=1.0, depth=aspect * 1.1)]  # the sacrum
     for level in range(1, len(LEVEL_NAMES)):
-        size = (0.86 + 0.03 * (9 - level) / 3 if level >= 6 else 0.96 + 0.012 * (6 - level)) * rng.normal(
-            1, 0.03
-        )
+        size = _BODY_SIZE[level] * rng.normal(1, 0.03)
         wedge = rng.uniform(0.0, 0.12) if 5 <= level <= 7 else rng.uniform(-0.03, 0.06)
         bodies.append(
             Body(
@@ -405,9 +405,8 @@ def _texture(rng: np.random.Generator, a: np.ndarray, b: np.ndarray, sigma: floa
     standard deviation about 0.3) read at the pixel's local position, so it moves with the bone and does
     not change where the bone's outline changes."""
     tile = ndimage.gaussian_filter(rng.standard_normal((_TILE, _TILE), dtype=np.float32), sigma, mode="wrap")
-    tile = 1 + tile * np.float32(
-        0.3 * np.sqrt(4 * np.pi) * sigma
-    )  # smoothing divides the sd by sqrt(4 pi) sigma
+    # Gaussian smoothing divides the noise's standard deviation by sqrt(4 pi) sigma; scale it back to 0.3.
+    tile = 1 + tile * np.float32(0.3 * np.sqrt(4 * np.pi) * sigma)
     return tile[np.floor(b).astype(np.intp) % _TILE, np.floor(a).astype(np.intp) % _TILE]
 
 
@@ -546,7 +545,7 @@ def _layout(spine: Spine, view: View) -> tuple[list[_Frame], float]:
     return frames, h
 
 
-def _soft_tissue(view: View, frames: list[_Frame], h: float, depth: float) -> np.ndarray:
+def _soft_tissue(view: View, frames: list[_Frame], depth: float) -> np.ndarray:
     """Soft-tissue thickness [rows, cols] in [0, 1]: the abdomen in profile, gas, diaphragm (anterior left)."""
     rows, cols = view.rows, view.cols
     x = np.arange(cols, dtype=np.float32) + 0.5
@@ -587,7 +586,7 @@ def render_film(spine: Spine, view: View, rng: np.random.Generator) -> Film:
             bone[ys, xs] += spine.density * (
                 0.12 * _ramp((1 - r) * 2.4 * h) + 0.2 * np.clip(1 - np.abs(r - 0.97) / 0.03, 0, 1)
             )
-    soft = _soft_tissue(view, frames, h, depth)
+    soft = _soft_tissue(view, frames, depth)
     image = (view.soft * soft + view.bone * bone) / (view.soft * 1.1 + view.bone)
     image = np.clip(image, 0, 1) ** view.gamma
     image = ndimage.gaussian_filter(image, view.blur)

@@ -49,7 +49,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import click
@@ -117,12 +117,7 @@ class PhantomSettings:
             raise PhantomError(f"severity must be in (0, 3], not {self.severity!r}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "seed": self.seed,
-            "abnormal_fraction": self.abnormal_fraction,
-            "severity": self.severity,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Latent-space videos of a trained generator: a looping walk through keyframes, and class morphs.
 
-Two kinds of clip, both tiled as a ``grid_w x grid_h`` grid of cells and written as H.264 MP4:
+Two kinds of clip, both tiled as a ``grid_w x grid_h`` grid of cells and written as a video file:
 
 * **Keyframe loop** (:func:`loop_ws`). Cell ``j`` of keyframe ``k`` shows seed
   ``seeds[(k * cells + j) % len(seeds)]`` (``cells = grid_w * grid_h``). Without ``num_keyframes`` the
@@ -18,9 +18,10 @@ Two kinds of clip, both tiled as a ``grid_w x grid_h`` grid of cells and written
 
 Latents, truncation, pixel conversion and noise (``const``/``none``) are those of
 :mod:`stylegan2_ada.generation`. 1-channel images are repeated to RGB; a frame with an odd width or
-height gets one black column/row (H.264 in yuv420p needs even sizes). Frames are encoded by
-imageio-ffmpeg's bundled ffmpeg (libx264, yuv420p, ``+faststart`` for the web) into a temporary file
-that replaces the output only when complete.
+height gets one black column/row (yuv420p needs even sizes). Frames are encoded by imageio-ffmpeg's
+bundled ffmpeg, as H.264 in MP4 (libx264, CRF 10, ``+faststart`` for the web) or VP9 in WebM
+(libvpx-vp9, CRF 24) by the output's suffix, into a temporary file that replaces the output only when
+complete.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from stylegan2_ada.generation import (
 
 __all__ = [
     "LoopSpline",
+    "VIDEO_FORMATS",
     "VideoResult",
     "keyframe_seeds",
     "load_generator",
@@ -65,6 +67,12 @@ __all__ = [
 ]
 
 VIDEO_NOISE_MODES = ("const", "none")  # 'random' noise would flicker from frame to frame
+#: Output file suffix -> (ffmpeg encoder, output options). H.264 in MP4 plays in most players and
+#: browsers; VP9 in WebM plays in every browser, including builds without patent-encumbered codecs.
+VIDEO_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    ".mp4": ("libx264", ("-crf", "10", "-f", "mp4", "-movflags", "+faststart")),
+    ".webm": ("libvpx-vp9", ("-crf", "24", "-b:v", "0", "-f", "webm")),
+}
 
 
 @dataclass
@@ -266,16 +274,14 @@ def _chunks(items: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Ten
 
 
 def write_video(
-    path: str | os.PathLike[str], frames: Iterable[np.ndarray], *, fps: float, quality: float = 8
+    path: str | os.PathLike[str], frames: Iterable[np.ndarray], *, fps: float
 ) -> tuple[int, tuple[int, int]]:
-    """Encode RGB frames (uint8 [H, W, 3], all the same even size) as H.264 MP4 at ``path``, atomically.
-
-    Returns the number of frames and their (width, height). ``quality`` is imageio-ffmpeg's 1..10 scale
-    (8 = libx264 CRF 10).
-    """
+    """Encode RGB frames (uint8 [H, W, 3], all the same even size) at ``path``, atomically, in the format
+    its suffix names (:data:`VIDEO_FORMATS`). Returns the number of frames and their (width, height)."""
     import imageio_ffmpeg
 
     path = os.fspath(path)
+    codec, options = _video_format(path)
     count, size = 0, (0, 0)
     with atomic_path(path) as tmp:
         writer = None
@@ -287,10 +293,10 @@ def write_video(
                         tmp,
                         size,
                         fps=fps,
-                        codec="libx264",
-                        quality=quality,
+                        codec=codec,
+                        quality=None,
                         macro_block_size=1,
-                        output_params=["-f", "mp4", "-movflags", "+faststart"],
+                        output_params=list(options),
                     )
                     writer.send(None)
                 writer.send(np.ascontiguousarray(frame, dtype=np.uint8))
@@ -303,6 +309,16 @@ def write_video(
         if count == 0:
             raise GenerationError("no frames to write", param="w-frames")
     return count, size
+
+
+def _video_format(path: str | os.PathLike[str]) -> tuple[str, tuple[str, ...]]:
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_FORMATS:
+        raise GenerationError(
+            f"{path}: the output must be a {' or '.join(VIDEO_FORMATS)} file (the suffix picks the format)",
+            param="output",
+        )
+    return VIDEO_FORMATS[suffix]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,7 +365,7 @@ def make_video(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> VideoResult:
-    """Write a keyframe loop (or, with ``morph``, a class morph) of ``network`` to ``output`` (.mp4).
+    """Write a keyframe loop (or, with ``morph``, a class morph) of ``network`` to ``output`` (.mp4/.webm).
 
     Raises:
         GenerationError: with ``param`` naming the option at fault.
@@ -357,8 +373,7 @@ def make_video(
     from tqdm import tqdm
 
     output = Path(output)
-    if output.suffix.lower() != ".mp4":
-        raise GenerationError(f"{output}: the output must be an .mp4 file", param="output")
+    _video_format(output)
     if output.is_dir():
         raise GenerationError(f"{output}: is a folder", param="output")
     if w_frames < 1:

@@ -173,6 +173,16 @@ def test_morph_cli_writes_a_video(tmp_path, cond_gray):
     assert len(frames) == 8 and meta["size"] == (16, 8)
 
 
+def test_webm_output(tmp_path, cond_gray):
+    out = tmp_path / "walk.webm"
+    result = _run("--network", str(cond_gray), "--seeds", "0-1", "--w-frames", "3", "--class", "0",
+                  "--output", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a Matroska/WebM file
+    meta, frames = _decode(out)
+    assert meta["codec"] == "vp9" and meta["size"] == (8, 8) and len(frames) == 6
+
+
 def test_batching_does_not_change_frames(cond_gray):
     G = ckpt.load_checkpoint(cond_gray).networks["G_ema"]
     label = generation.class_label(2, 1)
@@ -209,7 +219,7 @@ def test_unconditional_rgb_network_and_odd_sizes(tmp_path, uncond_rgb):
         (["--morph", "0,1", "--class", "1"], "exclude each other"),
         (["--morph", "0,3"], "class 3 is out of range"),
         (["--morph", "0,1", "--num-keyframes", "2"], "does not apply"),
-        (["--output", "{tmp}/x.gif", "--class", "0"], "must be an .mp4 file"),
+        (["--output", "{tmp}/x.gif", "--class", "0"], "must be a .mp4 or .webm file"),
         (["--network", "{tmp}/missing.safetensors", "--class", "0"], "network file not found"),
     ],
 )
