@@ -69,6 +69,7 @@ __all__ = [
     "sample_spine",
     "sample_view",
     "with_lesions",
+    "worsened",
 ]
 
 LEVEL_NAMES: tuple[str, ...] = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9")
@@ -78,6 +79,8 @@ OSTEOPHYTES = "Osteophytes"
 SLIP = "Spondylolysthesis"  # VinDr-SpineXR's spelling
 #: The lesion types phantoms carry, with how often an abnormal patient's lesion is of each type.
 LESION_TYPES: dict[str, float] = {OSTEOPHYTES: 0.35, NARROWING: 0.30, SLIP: 0.20, COLLAPSE: 0.15}
+#: The largest magnitude of each lesion type (height loss, spur length or slip, as a fraction).
+_CAP = {COLLAPSE: 0.85, NARROWING: 0.9, OSTEOPHYTES: 0.7, SLIP: 0.5}
 
 _RIM = 0.07  # cortical rim thickness / body depth
 _TRABECULAR = 0.55  # trabecular density relative to the cortex
@@ -197,20 +200,27 @@ def sample_lesions(rng: np.random.Generator, severity: float) -> tuple[Lesion, .
         if kind == COLLAPSE:
             level = int(rng.choice([6, 5, 4, 3, 2], p=[0.35, 0.3, 0.15, 0.1, 0.1]))  # T12 .. L4
             variant = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.7, 0.2, 0.1]))
-            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.3, 0.5, 0.85), variant))
+            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.3, 0.5, _CAP[kind]), variant))
         elif kind == NARROWING:
             count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
             for disc in rng.choice(5, size=count, replace=False, p=[0.3, 0.35, 0.2, 0.1, 0.05]):
-                lesions.append(Lesion(kind, int(disc), _magnitude(rng, severity, 0.45, 0.45, 0.9)))
+                lesions.append(Lesion(kind, int(disc), _magnitude(rng, severity, 0.45, 0.45, _CAP[kind])))
         elif kind == OSTEOPHYTES:
             count = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.3, 0.25, 0.15]))
             for level in rng.choice(np.arange(1, 6), size=count, replace=False, p=[0.3, 0.3, 0.2, 0.1, 0.1]):
                 variant = str(rng.choice(["superior", "inferior", "both"], p=[0.35, 0.35, 0.3]))
-                lesions.append(Lesion(kind, int(level), _magnitude(rng, severity, 0.2, 0.4, 0.7), variant))
+                lesions.append(
+                    Lesion(kind, int(level), _magnitude(rng, severity, 0.2, 0.4, _CAP[kind]), variant)
+                )
         else:  # SLIP
             level = int(rng.choice([2, 1, 3], p=[0.55, 0.35, 0.1]))  # L4, L5, L3
-            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.15, 0.3, 0.5)))
+            lesions.append(Lesion(kind, level, _magnitude(rng, severity, 0.15, 0.3, _CAP[kind])))
     return tuple(lesions)
+
+
+def worsened(lesion: Lesion, factor: float) -> Lesion:
+    """``lesion`` with its magnitude multiplied by ``factor`` (within the type's maximum)."""
+    return replace(lesion, magnitude=min(_CAP[lesion.kind], lesion.magnitude * factor))
 
 
 def with_lesions(spine: Spine, lesions: Sequence[Lesion]) -> Spine:

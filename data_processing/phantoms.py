@@ -167,29 +167,29 @@ def _patient(settings: PhantomSettings, p: int, films_before: int, abnormal_befo
     films: list[PlannedFilm] = []
     for study, n_films in enumerate(films_per_study):
         device = DEVICES[int(rng.choice(len(DEVICES), p=weights / weights.sum()))]
-        worse = 1 + 0.1 * study
-        study_spine = anatomy.with_lesions(
-            spine, [replace(x, magnitude=min(0.85, x.magnitude * worse)) for x in lesions]
+        study_spine = anatomy.with_lesions(spine, [anatomy.worsened(x, 1 + 0.1 * study) for x in lesions])
+        study_identity = Identity(
+            patient_id=patient_id,
+            patient_name=f"PHANTOM^{p:05d}",
+            patient_sex=sex,
+            birth_date=birth.strftime("%Y%m%d"),
+            study_uid=_uid(seed, p, study),
+            series_uid=_uid(seed, p, study, "series"),
+            sop_uid="",
+            study_date=(_EPOCH + _dt.timedelta(days=day)).strftime("%Y%m%d"),
+            study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}00",
+            accession=f"A{seed}{p:05d}{study + 1}",
+            study_id=str(study + 1),
+            series_number=1,
+            instance_number=0,
+            facing_right=False,
         )
-        date = (_EPOCH + _dt.timedelta(days=day)).strftime("%Y%m%d")
-        time = f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}00"
-        study_uid = _uid(seed, p, study)
         for film in range(n_films):
             window = (float(rng.uniform(0, 0.03)), float(rng.uniform(0, 0.03))) if device.window else None
             view = anatomy.sample_view(rng, device.rows, device.cols)
-            identity = Identity(
-                patient_id=patient_id,
-                patient_name=f"PHANTOM^{p:05d}",
-                patient_sex=sex,
-                birth_date=birth.strftime("%Y%m%d"),
-                study_uid=study_uid,
-                series_uid=_uid(seed, p, study, "series"),
+            identity = replace(
+                study_identity,
                 sop_uid=_uid(seed, p, study, film),
-                study_date=date,
-                study_time=time,
-                accession=f"A{seed}{p:05d}{study + 1}",
-                study_id=str(study + 1),
-                series_number=1,
                 instance_number=film + 1,
                 facing_right=view.facing_right,
             )
