@@ -323,6 +323,25 @@ def _class_names(metadata: dict, c_dim: int) -> list[str] | None:
     return None
 
 
+def _network_os_error(path: str, exc: OSError) -> GenerationError:
+    """A wrong ``--network`` path names the option; an unreadable file is a file-system failure."""
+    if isinstance(exc, FileNotFoundError):
+        return GenerationError(f"network file not found: {path}", param="network")
+    if isinstance(exc, IsADirectoryError):
+        return GenerationError(f"{path}: is a folder, not a network file", param="network")
+    return GenerationError(f"{path}: cannot read network file: {exc.strerror or exc}")
+
+
+def load_network_file(path: str, device: torch.device) -> _checkpoint.Checkpoint:
+    """Load a native snapshot or an upstream ``.pkl`` (safely); any failure is a one-line GenerationError."""
+    try:
+        return _checkpoint.load_checkpoint(path, device)
+    except OSError as exc:
+        raise _network_os_error(path, exc) from None
+    except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
+        raise GenerationError(str(exc), param="network") from exc
+
+
 def generate_images(
     network: str | os.PathLike[str],
     seeds: Sequence[int],
@@ -363,15 +382,9 @@ def generate_images(
 
     try:
         network_sha256 = _checkpoint.sha256_file(network_path)
-        loaded = _checkpoint.load_checkpoint(network_path, device)
-    except FileNotFoundError:
-        raise GenerationError(f"network file not found: {network_path}", param="network") from None
-    except IsADirectoryError:
-        raise GenerationError(f"{network_path}: is a folder, not a network file", param="network") from None
     except OSError as exc:
-        raise GenerationError(f"{network_path}: cannot read network file: {exc.strerror or exc}") from None
-    except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
-        raise GenerationError(str(exc), param="network") from exc
+        raise _network_os_error(network_path, exc) from None
+    loaded = load_network_file(network_path, device)
     key, G = select_generator(loaded.networks)
     c_dim, img_channels = int(G.c_dim), int(G.img_channels)
     if img_channels not in (1, 3):

@@ -37,13 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from stylegan2_ada import checkpoint as _checkpoint
-from stylegan2_ada import legacy_pickle as _legacy_pickle
 from stylegan2_ada.atomic import atomic_path
 from stylegan2_ada.generation import (
     GenerationError,
     class_label,
     images_to_uint8,
+    load_network_file,
     resolve_device,
     seed_latents,
     select_generator,
@@ -329,19 +328,7 @@ def load_generator(
     network: str | os.PathLike[str], device: torch.device
 ) -> tuple[nn.Module, list[str] | None]:
     """Load ``G_ema`` (or ``G``) from a native checkpoint or upstream ``.pkl`` (safely); also its class names."""
-    path = os.path.abspath(os.fspath(network))
-    try:
-        loaded = _checkpoint.load_checkpoint(path, device)
-    except FileNotFoundError:
-        raise GenerationError(f"network file not found: {path}", param="network") from None
-    except IsADirectoryError:
-        raise GenerationError(f"{path}: is a folder, not a network file", param="network") from None
-    except OSError as exc:
-        raise GenerationError(
-            f"{path}: cannot read network file: {exc.strerror or exc}", param="network"
-        ) from exc
-    except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
-        raise GenerationError(str(exc), param="network") from exc
+    loaded = load_network_file(os.path.abspath(os.fspath(network)), device)
     _, G = select_generator(loaded.networks)
     names = loaded.metadata.get("class_names")
     valid = isinstance(names, list) and len(names) == G.c_dim and all(isinstance(n, str) for n in names)
