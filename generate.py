@@ -81,6 +81,12 @@ def _seeds_option(ctx: click.Context, param: click.Parameter, value: str) -> lis
     default=None,
     help="Device [default: cuda if available, else cpu].",
 )
+@click.option(
+    "--compile",
+    "compile_networks",
+    is_flag=True,
+    help="Compile the synthesis network with torch.compile (eager, with a message, where unavailable).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(
     network: str,
@@ -91,6 +97,7 @@ def main(
     noise_mode: str,
     batch_size: int,
     device: str | None,
+    compile_networks: bool,
     quiet: bool,
 ) -> None:
     """Generate one PNG per seed, plus manifest.json, in OUTDIR."""
@@ -105,6 +112,7 @@ def main(
             batch_size=batch_size,
             device=device,
             progress=not quiet,
+            compile_networks=compile_networks,
         )
     except GenerationError as exc:
         if exc.param:
