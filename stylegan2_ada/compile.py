@@ -167,6 +167,19 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _root_cause(exc: BaseException) -> str:
+    """``'Type: first line'`` of the innermost cause (dynamo wraps the backend's own error)."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "inner_exception", None) or exc.__cause__
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{exc.__class__.__name__}: {first_line[:300]}".rstrip(": ")
+
+
 class CompiledCall:
     """A module's forward, compiled; falls back to the eager module for good if compilation fails.
 
@@ -208,10 +221,9 @@ class CompiledCall:
         return out
 
     def _fall_back(self, exc: BaseException) -> None:
-        first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         self._compiled = None
         self.report.active = False
-        self.report.reason = f"compilation failed at the first call, running eagerly: {first_line[:300]}"
+        self.report.reason = f"compilation failed, running eagerly: {_root_cause(exc)}"
         if self._say is not None:
             self._say(f"Warning: {self.report.name}: {self.report.reason}")
 
