@@ -3,6 +3,7 @@
     python bench/bench_speed.py --device cpu
     python bench/bench_speed.py --device cuda --upstream /tmp/stylegan2-ada-pytorch
     python bench/bench_speed.py --device cpu --res 64 --only train --no-compile --repeats 2
+    python bench/bench_speed.py --device cuda --res 256 --nhwc --tf32   # what channels-last and TF32 give
 
 For each resolution (``--res``, default 64 and 256):
 
@@ -77,11 +78,13 @@ class Config:
     gamma: float
     lr: float = 0.0025
     map_layers: int = 2
+    nhwc: bool = False  # channels-last float16 blocks (upstream's --nhwc)
 
     def describe(self) -> str:
         return (
             f"{self.res} px, {IMG_CHANNELS} channel, c_dim {C_DIM}, z/w {Z_DIM}, map {self.map_layers}, "
             f"cbase {self.cbase}, batch {self.batch}, mbstd {self.mbstd}, gamma {self.gamma:g}"
+            + (", channels-last fp16 blocks" if self.nhwc else "")
         )
 
 
@@ -103,6 +106,7 @@ def make_config(cfg: str, res: int) -> Config:
 def network_kwargs(cfg: Config, fp16: bool) -> tuple[dict, dict]:
     """Generator and discriminator constructor arguments (the same for ours and upstream's)."""
     common = dict(channel_base=cfg.cbase, channel_max=512, num_fp16_res=4 if fp16 else 0, conv_clamp=256)
+    nhwc = dict(fp16_channels_last=True) if cfg.nhwc else {}
     G_kwargs = dict(
         z_dim=Z_DIM,
         c_dim=C_DIM,
@@ -110,12 +114,13 @@ def network_kwargs(cfg: Config, fp16: bool) -> tuple[dict, dict]:
         img_resolution=cfg.res,
         img_channels=IMG_CHANNELS,
         mapping_kwargs=dict(num_layers=cfg.map_layers),
-        synthesis_kwargs=dict(common),
+        synthesis_kwargs=dict(common, **nhwc),
     )
     D_kwargs = dict(
         c_dim=C_DIM,
         img_resolution=cfg.res,
         img_channels=IMG_CHANNELS,
+        block_kwargs=nhwc,
         epilogue_kwargs=dict(mbstd_group_size=cfg.mbstd),
         **common,
     )
@@ -368,6 +373,8 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     parser.add_argument("--mode", default=None, help="torch.compile mode (e.g. max-autotune)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--nhwc", action="store_true", help="channels-last float16 blocks (CUDA)")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA)")
     parser.add_argument("--upstream", metavar="DIR", default=None, help="stylegan2-ada-pytorch checkout")
     args = parser.parse_args()
 
@@ -376,15 +383,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the training loop
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32  # off by default, as the training loop
+        torch.backends.cudnn.allow_tf32 = args.tf32
     cfg_name = args.cfg or ("auto" if device.type == "cuda" else "small")
     up = import_upstream(args.upstream) if args.upstream else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(
         f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {os.getloadavg()[0]:.1f}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}"
+        + (f", TF32 {'on' if args.tf32 else 'off'}" if device.type == "cuda" else "")
     )
     for res in [int(r) for r in args.res.split(",")]:
         cfg = make_config(cfg_name, res)
+        cfg.nhwc = args.nhwc
         print(f"== {cfg_name}: {cfg.describe()}")
         if args.only in (None, "train"):
             contenders = [ours_training(cfg, device, False, None)]
