@@ -64,7 +64,7 @@ def _batch(seed: int = 1) -> dict[str, torch.Tensor]:
     )
 
 
-def _train(loss, G: Generator, D: Discriminator, steps: int) -> None:
+def _train(loss, G: Generator, D: Discriminator, steps: int, device: str = "cpu") -> None:
     """``steps`` steps of the loop's own phase function: Gmain, Greg (every 2nd), Dmain, Dreg (every 2nd)."""
     # SGD, not Adam: Adam's first steps are about lr * sign(grad), which turns float-rounding differences
     # in near-zero gradients into lr-sized ones; SGD keeps differences in proportion.
@@ -72,9 +72,9 @@ def _train(loss, G: Generator, D: Discriminator, steps: int) -> None:
     opt_D = torch.optim.SGD(D.parameters(), lr=1e-2)
     phases = [Phase("Gmain", G, opt_G, 1), Phase("Greg", G, opt_G, 2), Phase("Dmain", D, opt_D, 1)]
     phases.append(Phase("Dreg", D, opt_D, 2))
-    stats = StatsCollector()
+    stats = StatsCollector(device)
     for step in range(steps):
-        b = _batch(seed=step)
+        b = {k: v.to(device) for k, v in _batch(seed=step).items()}
         for phase in phases:
             if step % phase.interval == 0:
                 torch.manual_seed(100 * step + len(phase.name))  # same style mixing and noise in both runs
@@ -252,3 +252,31 @@ def test_generate_cli_compile_flag_falls_back_and_writes_the_same_images(tmp_pat
     for seed in range(3):
         a, b = (np.asarray(Image.open(tmp_path / d / f"seed{seed:04d}.png")) for d in ("a", "b"))
         np.testing.assert_array_equal(a, b)
+
+
+CUDA_COMPILE_MISSING = (
+    "needs a CUDA device" if not torch.cuda.is_available() else compile_unavailable_reason("cuda", "inductor")
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CUDA_COMPILE_MISSING is not None, reason=f"no compiled CUDA path here: {CUDA_COMPILE_MISSING}"
+)
+def test_cuda_compiled_training_steps_match_eager():
+    """Main phases compiled with inductor on CUDA (float16 blocks), regularisation phases eager."""
+    import torch._inductor.config as inductor_config
+
+    kw_g = tiny_g_kwargs(res=RES)
+    kw_g["synthesis_kwargs"] = {**kw_g["synthesis_kwargs"], "num_fp16_res": 1}
+    torch.manual_seed(0)
+    G = Generator(**kw_g).train().requires_grad_(False).cuda()
+    D = Discriminator(**{**tiny_d_kwargs(res=RES), "num_fp16_res": 1}).train().requires_grad_(False).cuda()
+    G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+    with inductor_config.patch(fallback_random=True):
+        loss = compile_for_training(StyleGAN2Loss(G, D, None, r1_gamma=1.0), device="cuda", say=None)
+        _train(loss, G, D, steps=2, device="cuda")
+    _train(StyleGAN2Loss(G_ref, D_ref, None, r1_gamma=1.0), G_ref, D_ref, steps=2, device="cuda")
+    assert all(r.active for r in loss.reports)
+    _assert_same_state(G_ref, G, rtol=1e-2, atol=1e-4)  # float16 blocks: looser than float32
+    _assert_same_state(D_ref, D, rtol=1e-2, atol=1e-4)

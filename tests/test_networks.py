@@ -236,3 +236,36 @@ def test_random_noise_generation_is_batched_and_the_same_for_any_batch():
         np.testing.assert_array_equal(ones[seed], seven[seed])
     const = dict(synthesize(G, [3], label, noise_mode="const"))
     assert not np.array_equal(const[3], seven[3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (float16 runs on CUDA only)")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_float16_blocks_match_float32_and_inference_path(channels_last):
+    """On CUDA the top resolutions run in float16 with clamping: close to float32, the in-place
+    inference path equal to the autograd path, and gradients finite (R1 double backward included)."""
+    kw = tiny_g_kwargs(res=32)
+    kw["synthesis_kwargs"] = {
+        **kw["synthesis_kwargs"],
+        "num_fp16_res": 2,
+        "fp16_channels_last": channels_last,
+    }
+    torch.manual_seed(0)
+    G = Generator(**kw).cuda().eval()
+    D = Discriminator(
+        **{**tiny_d_kwargs(res=32), "num_fp16_res": 2, "block_kwargs": dict(fp16_channels_last=channels_last)}
+    ).cuda()
+    assert G.synthesis.b32.use_fp16 and not G.synthesis.b8.use_fp16
+    ws = G.mapping(torch.randn(4, 16, device="cuda"), torch.eye(2, device="cuda")[[0, 1, 0, 1]])
+    fp16 = G.synthesis(ws, noise_mode="const")
+    fp32 = G.synthesis(ws, noise_mode="const", force_fp32=True)
+    with torch.no_grad():
+        fp16_inference = G.synthesis(ws, noise_mode="const")
+    assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+    torch.testing.assert_close(fp16, fp32, rtol=0, atol=0.05)
+    torch.testing.assert_close(fp16_inference, fp16, rtol=0, atol=1e-3)
+    real = torch.randn(4, 1, 32, 32, device="cuda", requires_grad=True)
+    (grad_real,) = torch.autograd.grad(
+        D(real, torch.eye(2, device="cuda")[[0, 1, 0, 1]]).sum(), real, create_graph=True
+    )
+    grad_real.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in D.parameters() if p.grad is not None)
