@@ -29,6 +29,12 @@ recompile limit of 8 per callable.
 
 Compilation time is measured as the wall time of the calls that compiled (first call, later
 recompiles) and kept in each callable's :class:`CompileReport`.
+
+Limits: a plugin loss term that differentiates twice through a main phase's tensors (``PhaseData``
+of ``Gmain``/``Dmain``) meets the same double-backward limit (torch raises at its backward). On CPU
+the convolutions dominate and stay oneDNN kernels, so compiling gains little there (measured in
+``docs/benchmarks.md``: generation slightly faster, training slower); the compiled path is meant for
+CUDA, where upstream fuses the element-wise work in custom kernels.
 """
 
 from __future__ import annotations
