@@ -320,6 +320,12 @@ class CompiledLoss:
         self._main.G = G_calls
         self._main.D = D_call
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (G, D, r1_gamma, the per-example losses a plugin may call) is the eager loss's.
+        if name == "eager":
+            raise AttributeError(name)
+        return getattr(self.eager, name)
+
     def compute(self, phase: str, **tensors: Any) -> Any:
         """As :meth:`StyleGAN2Loss.compute`."""
         return (self._main if phase in MAIN_PHASES else self.eager).compute(phase, **tensors)

@@ -465,6 +465,10 @@ def setup_run(
     loss = StyleGAN2Loss(
         G, D, pipe, r1_gamma=o.gamma, style_mixing_prob=o.style_mixing, pl_weight=o.pl_weight
     )
+    if o.compile:
+        from stylegan2_ada.compile import compile_for_training
+
+        loss = compile_for_training(loss, device=device, say=say)
     phases = build_phases(o, G, D)
     optimizers = {"G": phases[0].opt, "D": next(p.opt for p in phases if p.name == "Dmain")}
     ada = AdaController(target=o.target, interval=o.ada_interval, kimg=o.ada_kimg) if o.aug == "ada" else None
@@ -801,6 +805,8 @@ def end_of_tick(run: Run, done: bool) -> None:
     from stylegan2_ada.plugins import plugin_states, resume_requirements
 
     o, state, info = run.o, run.state, run.info
+    if state.cur_tick == 0 and o.compile:
+        run.say(run.loss.compile_summary())  # compilation time of each network (first calls)
     dist.average_float_buffers(run.G, info)
     dist.average_float_buffers(run.G_ema, info)
     if not (done or state.cur_tick % o.snap == 0):

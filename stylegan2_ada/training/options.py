@@ -334,6 +334,13 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("freezed", int, "Freeze-D: number of D layers to freeze.", default=0, check=Range(ge=0)),
     OptionSpec("fp32", bool, "Disable mixed precision (fp16 only ever runs on CUDA).", default=False),
     OptionSpec(
+        "compile",
+        bool,
+        "torch.compile the networks for the main phases (falls back to eager with a message where "
+        "compilation is unavailable; regularisation phases run eagerly).",
+        default=False,
+    ),
+    OptionSpec(
         "metrics",
         str,
         f"Quality metrics at each snapshot, comma-separated ({', '.join(METRICS)}), or none; needs --detector.",
@@ -542,6 +549,7 @@ class TrainingOptions:
     resume: str | None
     freezed: int
     fp32: bool
+    compile: bool
     metrics: list[str]
     detector: str | None
     metrics_num: int | None
