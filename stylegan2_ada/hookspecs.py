@@ -277,6 +277,12 @@ def feature_extractors(path: str, device: torch.device) -> Any:
     [N, F]`` on ``device`` (C = 1 or 3: adapt the channels the network needs), ``name``, ``feature_dim``,
     ``content_hash`` (changes whenever the features could change; it keys the real-feature cache) and
     ``describe() -> dict`` (JSON-able, written into the metric files).
+
+    This hook serves plugins named with ``--plugin``. A kind of file that should work without naming
+    anything is better declared as an *extractor provider*: an entry point in the group
+    ``stylegan2_ada.feature_extractors`` whose object is a function with this hook's arguments and
+    result, asked after the plugins and before the core's kinds (see
+    :mod:`stylegan2_ada.metrics.extractors`).
     """
 
 
