@@ -124,6 +124,13 @@ class FullyConnectedLayer(nn.Module):
         gain = ACTIVATIONS[self.activation].def_gain if self.activation in _HOMOGENEOUS_ACTIVATIONS else 1.0
         if self.bias is None:
             return bias_act(x.matmul(w.t()) * self.weight_gain, None, act=self.activation)
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            # Training: scaled weight and bias as plain tensors, so that gradient tools that trace how a
+            # parameter meets data (e.g. per-example gradients) see an ordinary addmm / bias add.
+            b = self.bias.to(x.dtype) * self.bias_gain
+            if self.activation == "linear":
+                return torch.addmm(b.unsqueeze(0), x, (w * self.weight_gain).t())
+            return bias_act(x.matmul((w * self.weight_gain).t()), b, act=self.activation)
         if self.activation in _HOMOGENEOUS_ACTIVATIONS:
             # act(g * (a * x W^T + b * bias)) == act(g*a * x W^T + g*b * bias): the equalised-learning-rate
             # scales and the activation gain ride in addmm's alpha and beta (no scaled weight copy).

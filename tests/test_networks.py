@@ -200,7 +200,7 @@ def test_noise_inputs_replace_drawn_noise_per_sample():
     noise = [torch.randn(3, 1, r, r) for r in resolutions]
     img = G.synthesis(ws, noise_mode="random", noise=noise)
     alone = G.synthesis(ws[1:2], noise_mode="random", noise=[t[1:2] for t in noise])
-    torch.testing.assert_close(img[1:2], alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(img[1:2], alone, rtol=1e-4, atol=1e-5)
     other = G.synthesis(ws, noise_mode="random", noise=[t.flip(0) for t in noise])
     assert not torch.allclose(other[0], img[0])
     with pytest.raises(ValueError, match="noise must be 5 tensors"):
