@@ -124,7 +124,7 @@ class FullyConnectedLayer(nn.Module):
         gain = ACTIVATIONS[self.activation].def_gain if self.activation in _HOMOGENEOUS_ACTIVATIONS else 1.0
         if self.bias is None:
             return bias_act(x.matmul(w.t()) * self.weight_gain, None, act=self.activation)
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        if torch.is_grad_enabled():
             # Training: scaled weight and bias as plain tensors, so that gradient tools that trace how a
             # parameter meets data (e.g. per-example gradients) see an ordinary addmm / bias add.
             b = self.bias.to(x.dtype) * self.bias_gain
