@@ -12,10 +12,11 @@ group 1, batch 32 (32 reals + 32 fake partners), non-saturating loss; R1 gamma 1
 "cycle" = the average step over the 16-step R1 cycle (15 plain + 1 R1 step). Each path runs in its own
 process; time = median of ``--repeats`` runs after one warm-up; peak memory = the process's peak
 resident set above what it held before the first run (CPU), or ``torch.cuda.max_memory_allocated``
-(CUDA).
+(CUDA). ``--interleave`` times all paths in one process in turn instead (for a machine whose load
+changes during the run; no memory figures).
 
 Usage: python bench/bench_dp.py [--device cpu|cuda] [--repeats N] [--batch 32] [--resolution 64]
-       [--paths ordinary,dp,...]
+       [--paths ordinary,dp,...] [--interleave]
 """
 
 from __future__ import annotations
@@ -146,6 +147,24 @@ def run_one(args: argparse.Namespace) -> dict:
     return {"times": times, "peak_mb": peak_mb}
 
 
+def run_interleaved(args: argparse.Namespace) -> dict:
+    """Time every path in this process, one run of each in turn per repeat: {"path": {"times": [...]}}."""
+    device = torch.device(args.device)
+    tensors = _setup(args, device)
+    fns = {p: _step_fn(p, *tensors, device) for p in args.paths.split(",")}
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {p: [] for p in fns}
+    for _ in range(args.repeats):
+        for p, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[p].append(time.perf_counter() - t0)
+    return {p: {"times": t} for p, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -156,6 +175,11 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cbase", type=int, default=4096)
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time all paths in one process, round-robin (robust to a changing machine load; no memory figures)",
+    )
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: run one path, print JSON
     args = parser.parse_args()
     if args.path:
@@ -171,8 +195,8 @@ def main() -> None:
         f"D {args.resolution}x{args.resolution}, channel_base {args.cbase}, mbstd group 1, batch {args.batch}; "
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
-    results = {}
-    for path in args.paths.split(","):
+    results = run_interleaved(args) if args.interleave else {}
+    for path in [] if args.interleave else args.paths.split(","):
         cmd = [sys.executable, __file__, "--path", path] + [
             f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")
         ]
@@ -180,9 +204,11 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"Error: path {path} failed:\n{proc.stderr}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path in results:
         t = statistics.median(results[path]["times"])
         print(
-            f"  {path:12s} {t:8.3f} s (median of {args.repeats})  peak +{results[path]['peak_mb']:7.0f} MB",
+            f"  {path:12s} {t:8.3f} s (median of {args.repeats})"
+            + (f"  peak +{results[path]['peak_mb']:7.0f} MB" if "peak_mb" in results[path] else ""),
             flush=True,
         )
 
