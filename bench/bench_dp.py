@@ -16,7 +16,7 @@ resident set above what it held before the first run (CPU), or ``torch.cuda.max_
 changes during the run; no memory figures).
 
 Usage: python bench/bench_dp.py [--device cpu|cuda] [--repeats N] [--batch 32] [--resolution 64]
-       [--paths ordinary,dp,...] [--interleave]
+       [--paths ordinary,dp,...] [--interleave] [--threads N]
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cbase", type=int, default=4096)
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--interleave",
         action="store_true",
@@ -182,6 +183,8 @@ def main() -> None:
     )
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: run one path, print JSON
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.path:
         print(json.dumps(run_one(args)))
         return
@@ -197,9 +200,11 @@ def main() -> None:
     )
     results = run_interleaved(args) if args.interleave else {}
     for path in [] if args.interleave else args.paths.split(","):
-        cmd = [sys.executable, __file__, "--path", path] + [
-            f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")
-        ]
+        cmd = (
+            [sys.executable, __file__, "--path", path]
+            + [f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")]
+            + ([f"--threads={args.threads}"] if args.threads else [])
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"Error: path {path} failed:\n{proc.stderr}")

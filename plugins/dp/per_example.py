@@ -213,10 +213,17 @@ def _weighted_sum(use: Use, row_factors: Tensor) -> Tensor:
     return _conv_weight_grad(use, a, g) if use.kind == "conv" else _linear_weight_grad(use, a, g)
 
 
+def _pointwise(use: Use) -> bool:
+    geo = use.conv
+    return geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.padding == (0, 0)
+
+
 def _positions(use: Use) -> tuple[Tensor, Tensor]:
     """a [R, D_in, T] (conv: unfolded), g [R, D_out, T] over the use's T output positions."""
     if use.kind == "conv":
         geo = use.conv
+        if _pointwise(use):  # a 1x1 kernel: the positions are the pixels, no copy
+            return use.a.flatten(2), use.g.flatten(2)
         a = F.unfold(use.a, geo.kernel, geo.dilation, geo.padding, geo.stride)
         return a, use.g.flatten(2)
     a, g = _linear_rows(use)
@@ -301,7 +308,10 @@ class _Weight:
         each group's rows (fast on CPUs, no unfolded copy)."""
         first = self.uses[0]
         shape = first.weight.tensor.shape
-        if batched and self.alike():
+        # Matrix products and 1x1 convolutions need no unfolded copy: batched everywhere (fewer calls).
+        if (
+            batched or first.kind == "linear" or (first.kind == "conv" and _pointwise(first))
+        ) and self.alike():
             a, g = self._group_positions([_positions(u) for u in self.uses], grouping)  # [K, P, D_in/out]
             if first.kind == "linear" and not first.transposed:
                 return torch.bmm(a.transpose(1, 2), g)  # [K, I, O]
