@@ -10,7 +10,8 @@ group 1, batch 32 (32 reals + 32 fake partners), non-saturating loss; R1 gamma 1
 * ``dp``/``dp-r1`` -- the vectorised clipped, noised step (``private_discriminator_gradients``).
 
 "cycle" = the average step over the 16-step R1 cycle (15 plain + 1 R1 step). Each path runs in its own
-process; time = median of ``--repeats`` runs after one warm-up; peak memory = the process's peak
+process; time = median of ``--repeats`` runs after one warm-up, as wall-clock time and as the process's
+CPU time (less sensitive to other processes on a shared machine); peak memory = the process's peak
 resident set above what it held before the first run (CPU), or ``torch.cuda.max_memory_allocated``
 (CUDA). ``--interleave`` times all paths in one process in turn instead (for a machine whose load
 changes during the run; no memory figures).
@@ -134,17 +135,18 @@ def run_one(args: argparse.Namespace) -> dict:
         base_cuda = torch.cuda.memory_allocated(device)
     fn()  # warm-up
     _sync(device)
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if device.type == "cuda":
         peak_mb = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
-    return {"times": times, "peak_mb": peak_mb}
+    return {"times": times, "cpu": cpu, "peak_mb": peak_mb}
 
 
 def run_interleaved(args: argparse.Namespace) -> dict:
@@ -154,15 +156,16 @@ def run_interleaved(args: argparse.Namespace) -> dict:
     fns = {p: _step_fn(p, *tensors, device) for p in args.paths.split(",")}
     for fn in fns.values():
         fn()  # warm-up
-    times = {p: [] for p in fns}
+    out = {p: {"times": [], "cpu": []} for p in fns}
     for _ in range(args.repeats):
         for p, fn in fns.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
-            times[p].append(time.perf_counter() - t0)
-    return {p: {"times": t} for p, t in times.items()}
+            out[p]["times"].append(time.perf_counter() - t0)
+            out[p]["cpu"].append(time.process_time() - c0)
+    return out
 
 
 def main() -> None:
@@ -210,31 +213,32 @@ def main() -> None:
             sys.exit(f"Error: path {path} failed:\n{proc.stderr}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
     for path in results:
-        t = statistics.median(results[path]["times"])
+        t, cpu = statistics.median(results[path]["times"]), statistics.median(results[path]["cpu"])
         print(
-            f"  {path:12s} {t:8.3f} s (median of {args.repeats})"
+            f"  {path:12s} {t:8.3f} s (median of {args.repeats}), CPU time {cpu:8.3f} s"
             + (f"  peak +{results[path]['peak_mb']:7.0f} MB" if "peak_mb" in results[path] else ""),
             flush=True,
         )
 
-    def med(p: str) -> float | None:
-        return statistics.median(results[p]["times"]) if p in results else None
+    def med(p: str, key: str = "times") -> float | None:
+        return statistics.median(results[p][key]) if p in results else None
 
-    def cycle(plain: str, r1: str) -> float | None:
-        return (15 * med(plain) + med(r1)) / 16 if med(plain) is not None and med(r1) is not None else None
+    def cycle(plain: str, r1: str, key: str) -> float | None:
+        if plain not in results or r1 not in results:
+            return None
+        return (15 * med(plain, key) + med(r1, key)) / 16
 
-    base = med("ordinary")
-    print("ratios to the ordinary step:")
-    for p in results:
+    for key, label in (("times", "wall"), ("cpu", "CPU")):
+        base = med("ordinary", key)
         if base:
-            print(f"  {p:12s} {med(p) / base:6.2f}x")
-    ordinary, loop, dp = cycle("ordinary", "ordinary-r1"), cycle("loop", "loop-r1"), cycle("dp", "dp-r1")
-    if ordinary and dp:
-        print(
-            f"16-step cycle average: ordinary {ordinary:.3f} s, dp {dp:.3f} s = {dp / ordinary:.2f}x ordinary",
-            end="",
-        )
-        print(f", loop {loop:.3f} s = {loop / dp:.1f}x dp" if loop else "")
+            print(
+                f"{label} time ratios to the ordinary step: "
+                + ", ".join(f"{p} {med(p, key) / base:.2f}x" for p in results)
+            )
+        ordinary, loop, dp = (cycle(f"{p}", f"{p}-r1", key) for p in ("ordinary", "loop", "dp"))
+        if ordinary and dp:
+            line = f"  16-step cycle average ({label}): ordinary {ordinary:.3f} s, dp {dp:.3f} s = {dp / ordinary:.2f}x"
+            print(line + (f"; loop {loop:.3f} s = {loop / dp:.1f}x dp" if loop else ""))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
