@@ -111,6 +111,13 @@ class Grouping:
             )
         return self.groups.repeat(rows // self.n).to(device)
 
+    def sum_rows(self, t: Tensor) -> Tensor:
+        """[R, ...] per-row values -> [K, ...] per-group sums."""
+        if self.identity:  # rows are whole copies of the examples in order: a reshape, no scatter
+            return t.reshape(-1, self.n, *t.shape[1:]).sum(0)
+        out = t.new_zeros(self.count, *t.shape[1:])
+        return out.index_add_(0, self.of_rows(t.shape[0], t.device), t)
+
     def members(self, rows: int) -> list[Tensor | slice]:
         """For each group, the row indices (or a slice) of a module call with ``rows`` rows."""
         if self.identity and rows == self.n:
@@ -188,9 +195,7 @@ def _group_grads(use: Use, grouping: Grouping) -> Tensor:
     """[K, *weight shape]: each group's gradient through this use."""
     shape = use.weight.tensor.shape
     if use.kind == "bias":
-        rows = _bias_rows(use)
-        out = rows.new_zeros(grouping.count, *shape)
-        return out.index_add_(0, grouping.of_rows(use.rows, rows.device), rows)
+        return grouping.sum_rows(_bias_rows(use))
     out = use.g.new_zeros(grouping.count, *shape)
     a_rows, g_rows = (use.a, use.g) if use.kind == "conv" else _linear_rows(use)
     for k, rows in enumerate(grouping.members(use.rows)):
