@@ -10,12 +10,14 @@ group 1, batch 32 (32 reals + 32 fake partners), non-saturating loss; R1 gamma 1
 * ``dp``/``dp-r1`` -- the vectorised clipped, noised step (``private_discriminator_gradients``).
 
 "cycle" = the average step over the 16-step R1 cycle (15 plain + 1 R1 step). Each path runs in its own
-process; time = median of ``--repeats`` runs after one warm-up; peak memory = the process's peak
+process; time = median of ``--repeats`` runs after one warm-up, as wall-clock time and as the process's
+CPU time (less sensitive to other processes on a shared machine); peak memory = the process's peak
 resident set above what it held before the first run (CPU), or ``torch.cuda.max_memory_allocated``
-(CUDA).
+(CUDA). ``--interleave`` times all paths in one process in turn instead (for a machine whose load
+changes during the run; no memory figures).
 
 Usage: python bench/bench_dp.py [--device cpu|cuda] [--repeats N] [--batch 32] [--resolution 64]
-       [--paths ordinary,dp,...]
+       [--paths ordinary,dp,...] [--interleave] [--threads N]
 """
 
 from __future__ import annotations
@@ -133,17 +135,37 @@ def run_one(args: argparse.Namespace) -> dict:
         base_cuda = torch.cuda.memory_allocated(device)
     fn()  # warm-up
     _sync(device)
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     if device.type == "cuda":
         peak_mb = (torch.cuda.max_memory_allocated(device) - base_cuda) / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kb) / 1024
-    return {"times": times, "peak_mb": peak_mb}
+    return {"times": times, "cpu": cpu, "peak_mb": peak_mb}
+
+
+def run_interleaved(args: argparse.Namespace) -> dict:
+    """Time every path in this process, one run of each in turn per repeat: {"path": {"times": [...]}}."""
+    device = torch.device(args.device)
+    tensors = _setup(args, device)
+    fns = {p: _step_fn(p, *tensors, device) for p in args.paths.split(",")}
+    for fn in fns.values():
+        fn()  # warm-up
+    out = {p: {"times": [], "cpu": []} for p in fns}
+    for _ in range(args.repeats):
+        for p, fn in fns.items():
+            _sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            out[p]["times"].append(time.perf_counter() - t0)
+            out[p]["cpu"].append(time.process_time() - c0)
+    return out
 
 
 def main() -> None:
@@ -156,8 +178,16 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--cbase", type=int, default=4096)
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time all paths in one process, round-robin (robust to a changing machine load; no memory figures)",
+    )
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: run one path, print JSON
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.path:
         print(json.dumps(run_one(args)))
         return
@@ -171,39 +201,44 @@ def main() -> None:
         f"D {args.resolution}x{args.resolution}, channel_base {args.cbase}, mbstd group 1, batch {args.batch}; "
         f"load average before: {os.getloadavg()[0]:.2f}"
     )
-    results = {}
-    for path in args.paths.split(","):
-        cmd = [sys.executable, __file__, "--path", path] + [
-            f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")
-        ]
+    results = run_interleaved(args) if args.interleave else {}
+    for path in [] if args.interleave else args.paths.split(","):
+        cmd = (
+            [sys.executable, __file__, "--path", path]
+            + [f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")]
+            + ([f"--threads={args.threads}"] if args.threads else [])
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"Error: path {path} failed:\n{proc.stderr}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
-        t = statistics.median(results[path]["times"])
+    for path in results:
+        t, cpu = statistics.median(results[path]["times"]), statistics.median(results[path]["cpu"])
         print(
-            f"  {path:12s} {t:8.3f} s (median of {args.repeats})  peak +{results[path]['peak_mb']:7.0f} MB",
+            f"  {path:12s} {t:8.3f} s (median of {args.repeats}), CPU time {cpu:8.3f} s"
+            + (f"  peak +{results[path]['peak_mb']:7.0f} MB" if "peak_mb" in results[path] else ""),
             flush=True,
         )
 
-    def med(p: str) -> float | None:
-        return statistics.median(results[p]["times"]) if p in results else None
+    def med(p: str, key: str = "times") -> float | None:
+        return statistics.median(results[p][key]) if p in results else None
 
-    def cycle(plain: str, r1: str) -> float | None:
-        return (15 * med(plain) + med(r1)) / 16 if med(plain) is not None and med(r1) is not None else None
+    def cycle(plain: str, r1: str, key: str) -> float | None:
+        if plain not in results or r1 not in results:
+            return None
+        return (15 * med(plain, key) + med(r1, key)) / 16
 
-    base = med("ordinary")
-    print("ratios to the ordinary step:")
-    for p in results:
+    for key, label in (("times", "wall"), ("cpu", "CPU")):
+        base = med("ordinary", key)
         if base:
-            print(f"  {p:12s} {med(p) / base:6.2f}x")
-    ordinary, loop, dp = cycle("ordinary", "ordinary-r1"), cycle("loop", "loop-r1"), cycle("dp", "dp-r1")
-    if ordinary and dp:
-        print(
-            f"16-step cycle average: ordinary {ordinary:.3f} s, dp {dp:.3f} s = {dp / ordinary:.2f}x ordinary",
-            end="",
-        )
-        print(f", loop {loop:.3f} s = {loop / dp:.1f}x dp" if loop else "")
+            print(
+                f"{label} time ratios to the ordinary step: "
+                + ", ".join(f"{p} {med(p, key) / base:.2f}x" for p in results)
+            )
+        ordinary, loop, dp = (cycle(f"{p}", f"{p}-r1", key) for p in ("ordinary", "loop", "dp"))
+        if ordinary and dp:
+            line = f"  16-step cycle average ({label}): ordinary {ordinary:.3f} s, dp {dp:.3f} s = {dp / ordinary:.2f}x"
+            print(line + (f"; loop {loop:.3f} s = {loop / dp:.1f}x dp" if loop else ""))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -111,6 +111,13 @@ class Grouping:
             )
         return self.groups.repeat(rows // self.n).to(device)
 
+    def sum_rows(self, t: Tensor) -> Tensor:
+        """[R, ...] per-row values -> [K, ...] per-group sums."""
+        if self.identity:  # rows are whole copies of the examples in order: a reshape, no scatter
+            return t.reshape(-1, self.n, *t.shape[1:]).sum(0)
+        out = t.new_zeros(self.count, *t.shape[1:])
+        return out.index_add_(0, self.of_rows(t.shape[0], t.device), t)
+
     def members(self, rows: int) -> list[Tensor | slice]:
         """For each group, the row indices (or a slice) of a module call with ``rows`` rows."""
         if self.identity and rows == self.n:
@@ -188,9 +195,7 @@ def _group_grads(use: Use, grouping: Grouping) -> Tensor:
     """[K, *weight shape]: each group's gradient through this use."""
     shape = use.weight.tensor.shape
     if use.kind == "bias":
-        rows = _bias_rows(use)
-        out = rows.new_zeros(grouping.count, *shape)
-        return out.index_add_(0, grouping.of_rows(use.rows, rows.device), rows)
+        return grouping.sum_rows(_bias_rows(use))
     out = use.g.new_zeros(grouping.count, *shape)
     a_rows, g_rows = (use.a, use.g) if use.kind == "conv" else _linear_rows(use)
     for k, rows in enumerate(grouping.members(use.rows)):
@@ -213,10 +218,17 @@ def _weighted_sum(use: Use, row_factors: Tensor) -> Tensor:
     return _conv_weight_grad(use, a, g) if use.kind == "conv" else _linear_weight_grad(use, a, g)
 
 
+def _pointwise(use: Use) -> bool:
+    geo = use.conv
+    return geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.padding == (0, 0)
+
+
 def _positions(use: Use) -> tuple[Tensor, Tensor]:
     """a [R, D_in, T] (conv: unfolded), g [R, D_out, T] over the use's T output positions."""
     if use.kind == "conv":
         geo = use.conv
+        if _pointwise(use):  # a 1x1 kernel: the positions are the pixels, no copy
+            return use.a.flatten(2), use.g.flatten(2)
         a = F.unfold(use.a, geo.kernel, geo.dilation, geo.padding, geo.stride)
         return a, use.g.flatten(2)
     a, g = _linear_rows(use)
@@ -301,7 +313,10 @@ class _Weight:
         each group's rows (fast on CPUs, no unfolded copy)."""
         first = self.uses[0]
         shape = first.weight.tensor.shape
-        if batched and self.alike():
+        # Matrix products and 1x1 convolutions need no unfolded copy: batched everywhere (fewer calls).
+        if (
+            batched or first.kind == "linear" or (first.kind == "conv" and _pointwise(first))
+        ) and self.alike():
             a, g = self._group_positions([_positions(u) for u in self.uses], grouping)  # [K, P, D_in/out]
             if first.kind == "linear" and not first.transposed:
                 return torch.bmm(a.transpose(1, 2), g)  # [K, I, O]
