@@ -402,7 +402,19 @@ def _identity(
     }
 
 
+_IDENTITY_WORDS = {
+    "condition": "the condition",
+    "train": "training settings",
+    "real_train_sha256": "the real training set",
+    "real_test_sha256": "the real test set",
+    "synthetic_sha256": "the synthetic images",
+    "bootstrap": "the bootstrap settings",
+}
+
+
 def _finished(cell: str, identity: dict[str, Any]) -> bool:
+    """Whether ``cell`` is finished with this ``identity``; ExperimentError when it is finished with
+    another (it is never replaced)."""
     path = os.path.join(cell, CELL_FILE)
     if not os.path.isfile(path):
         return False
@@ -410,14 +422,17 @@ def _finished(cell: str, identity: dict[str, Any]) -> bool:
     if stored == identity:
         return True
     stored = stored if isinstance(stored, dict) else {}
-    differ = sorted(k for k in identity if stored.get(k) != identity[k])
-    detail = ", ".join(differ)
-    if "train" in differ:
-        keys = sorted(k for k in identity["train"] if stored.get("train", {}).get(k) != identity["train"][k])
-        detail += f" (training: {', '.join(keys)})"
+    differ = []
+    for key, words in _IDENTITY_WORDS.items():
+        if stored.get(key) != identity.get(key):
+            if key == "train":
+                old = stored.get("train") if isinstance(stored.get("train"), dict) else {}
+                words += (
+                    " (" + ", ".join(k for k in identity["train"] if old.get(k) != identity["train"][k]) + ")"
+                )
+            differ.append(words)
     raise ExperimentError(
-        f"{cell} was made with other settings or data ({detail}); finished cells are never replaced: "
-        "use another --out"
+        f"{cell} was made with other {'; '.join(differ)}; finished cells are never replaced: use another --out"
     )
 
 
@@ -699,6 +714,9 @@ def run_experiment(
         _write_split(config, seed, os.path.join(config.out, "splits", f"seed-{seed}"))
     order = conditions(config)
     cells = [(c, seed) for seed in seeds for c in order]
+    for condition, seed in cells:  # refuse before training anything when a finished cell conflicts
+        train = _cell_train_config(config, condition, seed, data)
+        _finished(_cell_dir(config, condition, seed), _identity(config, condition, train, data))
     done: list[tuple[Condition, int, dict[str, Any]]] = []
     for i, (condition, seed) in enumerate(cells, 1):
         say(f"[{i}/{len(cells)}] {condition.label}, seed {seed}")
