@@ -81,6 +81,7 @@ __all__ = [
     "ExperimentConfig",
     "ExperimentError",
     "SourceSpec",
+    "display_summary",
     "experiment_command",
     "markdown_table",
     "run_experiment",
@@ -574,7 +575,7 @@ def _summary_table(runs: Any, order: Sequence[Condition]) -> Any:
     return pd.DataFrame(rows)
 
 
-def _display_summary(summary: Any) -> Any:
+def display_summary(summary: Any) -> Any:
     """The summary as people read it (the Markdown table and the demo report)."""
     import pandas as pd
 
@@ -655,7 +656,7 @@ def _write_tables(config: ExperimentConfig, runs: Any, summary: Any) -> None:
         "synthetic counts are images per class. AUC on the real test set with a stratified bootstrap 95% "
         "interval; DeLong: paired test against the real-only model of the same seed.\n\n"
         "## Summary\n\n"
-        + markdown_table(_display_summary(summary))
+        + markdown_table(display_summary(summary))
         + "\n## Every model\n\n"
         + markdown_table(per_run.astype(object).where(per_run.notna(), None), "{:.4g}")
     )
