@@ -18,7 +18,6 @@ them); the detector is a local file (TorchScript, torch.export, torchvision weig
 from __future__ import annotations
 
 import os
-import warnings
 
 import click
 
@@ -162,7 +161,7 @@ def main(
     quiet: bool,
 ) -> None:
     """Compute METRICS of the generator in NETWORK against DATA; append them to metric-<name>.jsonl."""
-    from stylegan2_ada.dataset import DatasetError, DatasetWarning, open_image_dataset
+    from stylegan2_ada.dataset import DatasetError, open_image_dataset
     from stylegan2_ada.metrics import (
         DetectorError,
         MetricError,
@@ -189,11 +188,7 @@ def main(
     network = os.path.abspath(network)
     G, kimg = _load_generator(network, dev)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DatasetWarning)
-            dataset = open_image_dataset(data, use_labels=G.c_dim > 0, xflip=mirror)
-        for w in caught:
-            log(f"Warning: {w.message}")
+        dataset = open_image_dataset(data, use_labels=G.c_dim > 0, xflip=mirror)
     except DatasetError as exc:
         raise click.BadParameter(str(exc), param_hint="'--data'") from None
     pm = create_plugin_manager(list(plugins)) if plugins else None

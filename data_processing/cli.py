@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from data_processing.convert import ConversionError, ConvertConfig, convert_folder
+from data_processing.convert import ConversionError, ConvertConfig, convert_folder, os_reason
 from data_processing.decoders import format_decoder_report, format_decoder_summary
 from data_processing.render import RenderOptions
 from stylegan2_ada import devices
@@ -38,6 +38,12 @@ def render_options(
         raise click.UsageError(str(exc)) from None
 
 
+class CannotConvert(click.ClickException):
+    """The conversion cannot start or cannot write its output: one ``Error: ...`` line, exit status 2."""
+
+    exit_code = 2
+
+
 @click.group()
 def main() -> None:
     """DICOM radiographs -> SpineGAN training data (see docs/dicom.md)."""
@@ -65,7 +71,10 @@ def main() -> None:
 )
 @click.option("--resolution", type=int, default=256, show_default=True, help="Output size (a power of two).")
 @click.option(
-    "--workers", type=int, default=None, help="Worker processes [default: CPUs available]; 0 = no pool."
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes [default: CPUs available]; 0 = no pool.",
 )
 @click.option(
     "--bits",
@@ -131,7 +140,8 @@ def convert(
     """Convert DICOM files into PNGs + dataset.json + conversion_report.csv.
 
     Exit status: 0 when every input was converted (or deliberately skipped), 1 when any file failed
-    (see conversion_report.csv), 2 for usage errors.
+    (see conversion_report.csv), 2 for usage errors and when the conversion cannot start or cannot
+    write its output (one ``Error: ...`` line).
     """
     options = render_options(
         resolution, crop, int(bits), window, allow_colour, allow_multiframe, allow_for_processing
@@ -151,7 +161,9 @@ def convert(
     try:
         summary = convert_folder(config, log=lambda m: click.echo(m, err=True))
     except ConversionError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise CannotConvert(str(exc)) from None
+    except OSError as exc:  # anything the checks did not foresee: still one line, not a traceback
+        raise CannotConvert(f"{exc.filename or outdir}: {os_reason(exc)}") from None
     click.echo(summary.format())
     sys.exit(summary.exit_code)
 

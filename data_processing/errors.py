@@ -22,6 +22,7 @@ column. The hierarchy groups the problems by what the user can do about them::
     |   +-- MultiFrameError              more than one frame (opt in: allow_multiframe)
     |   +-- UnsupportedBitDepthError     1-bit, 32-bit, float pixel data
     |   +-- ForProcessingError           raw detector data (opt in: allow_for_processing)
+    |   +-- ImageTooLargeError           a header claiming more pixels than any radiograph has
     |   +-- UnsupportedPresentationLUTError
     +-- RenderingError                   the grey-level transform makes no sense
         +-- InvalidWindowError           width < 1, NaN, unknown VOI LUT function, window misses all data
@@ -53,6 +54,7 @@ __all__ = [
     "MultiFrameError",
     "UnsupportedBitDepthError",
     "ForProcessingError",
+    "ImageTooLargeError",
     "UnsupportedPresentationLUTError",
     "RenderingError",
     "InvalidWindowError",
@@ -151,6 +153,10 @@ class UnsupportedBitDepthError(UnsupportedImageError):
 
 class ForProcessingError(UnsupportedImageError):
     code = "for-processing"
+
+
+class ImageTooLargeError(UnsupportedImageError):
+    code = "image-too-large"
 
 
 class UnsupportedPresentationLUTError(UnsupportedImageError):

@@ -215,9 +215,10 @@ def _sum_row_blocks(strip: np.ndarray, k: int, dst_rows: np.ndarray) -> None:
     if nb:
         v = strip[: nb * k].reshape(nb, k, width)  # [blocks, k, W]
         dst = dst_rows[:nb]
-        np.add(v[:, 0], v[:, 1], out=dst, casting="unsafe")
+        # add in the accumulator's dtype: uint8/uint16 pixels summed in their own dtype would wrap around
+        np.add(v[:, 0], v[:, 1], out=dst, dtype=dst.dtype, casting="unsafe")
         for i in range(2, k):
-            np.add(dst, v[:, i], out=dst, casting="unsafe")
+            np.add(dst, v[:, i], out=dst, dtype=dst.dtype, casting="unsafe")
     if rem:  # the last, partial block row
         np.sum(strip[nb * k :], axis=0, dtype=dst_rows.dtype, out=dst_rows[nb])
 

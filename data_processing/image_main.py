@@ -20,6 +20,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import argparse  # noqa: E402
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_processing.legacy import export_class_folders
     from data_processing.render import RenderOptions
@@ -38,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "--bits", type=int, choices=(8, 16), default=16, help="PNG bit depth (the original wrote 16)"
     )
     parser.add_argument("--crop", choices=("pad", "center"), default="pad")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (0 = this process)")
+    parser.add_argument(
+        "--workers", type=_non_negative_int, default=0, help="worker processes (0 = this process)"
+    )
     args = parser.parse_args(argv)
     try:
         options = RenderOptions(resolution=args.resolution, bits=args.bits, crop=args.crop)

@@ -17,11 +17,15 @@ has one row ``No finding``.
       of findings goes to the conversion report, and the choice is listed as a ``multiple-lesion-types``
       note.
 
-Simple (``image_id``, ``label``): one row per image. Integer labels are class ids as given. Text
-labels become classes: ``normal``/``abnormal`` -> 0/1; VinDr lesion-type names -> their
-:data:`VINDR_CLASSES` ids; anything else -> ids in alphabetical order. A repeated image id with the
-same label is a ``duplicate-id`` note; with different labels the image is excluded
-(``conflicting-labels``).
+Simple (``image_id``, ``label``): one row per image. Either every label is an integer or every label
+is text; a file that mixes the two is refused (:class:`LabelsError` listing the odd rows), because
+either reading would silently change what some rows mean. Integer labels (``3``, ``+3``, ``3.0``;
+ASCII digits) are class ids as given; a negative one, or one above :data:`MAX_CLASS_ID`, excludes its
+image (``invalid-label``). Text labels become classes: ``normal``/``abnormal`` -> 0/1; VinDr
+lesion-type names -> their :data:`VINDR_CLASSES` ids; anything else -> ids in alphabetical order (of
+the exact, case-sensitive text), so the same set of labels always gives the same ids whatever the row
+order. A repeated image id with the same label is a ``duplicate-id`` note; with different labels the
+image is excluded (``conflicting-labels``).
 
 Image ids are compared without a ``.dcm``/``.dicom``/``.dic`` extension, so ``abc`` and ``abc.dicom``
 name the same image.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -40,6 +45,7 @@ __all__ = [
     "MULTICLASS_PRIORITY",
     "NO_FINDING",
     "BINARY_CLASSES",
+    "MAX_CLASS_ID",
     "LabelsError",
     "LabelIssue",
     "LabelTable",
@@ -73,6 +79,11 @@ MULTICLASS_PRIORITY: tuple[str, ...] = (
     "Other lesions",
 )
 BINARY_CLASSES: tuple[str, ...] = ("normal", "abnormal")
+#: The largest integer label accepted as a class id (int32, what the training code indexes with); larger
+#: ones exclude their image. A sanity bound against typos, not a class-count limit (training has its own).
+MAX_CLASS_ID = 2**31 - 1
+_INTEGER_LABEL = re.compile(r"[+-]?([0-9]+)(?:\.0*)?", re.ASCII)  # 3, +3, -3, 3.0, 3.
+_LIST_MAX = 5  # rows quoted in an error message
 _DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 _CANONICAL = {name.lower(): name for name in VINDR_CLASSES}
 
@@ -148,8 +159,11 @@ def parse_labels(data: bytes | str, where: str = "<labels>", *, multiclass: bool
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
+        rows = [(i + 2, row) for i, row in enumerate(reader)]
     except StopIteration:
         raise LabelsError(f"{where}: the labels CSV is empty (expected a header row)") from None
+    except csv.Error as exc:  # e.g. a field beyond the csv module's size limit (not a labels file)
+        raise LabelsError(f"{where}: line {reader.line_num}: not a readable CSV file ({exc})") from None
     columns = [h.strip().lower() for h in header]
     if "image_id" not in columns:
         raise LabelsError(
@@ -157,11 +171,10 @@ def parse_labels(data: bytes | str, where: str = "<labels>", *, multiclass: bool
             "(VinDr-SpineXR annotations) or image_id and label"
         )
     id_col = columns.index("image_id")
-    rows = [(i + 2, row) for i, row in enumerate(reader)]
     if "lesion_type" in columns:
         table = _parse_vindr(rows, id_col, columns.index("lesion_type"), multiclass)
     elif "label" in columns:
-        table = _parse_simple(rows, id_col, columns.index("label"))
+        table = _parse_simple(rows, id_col, columns.index("label"), where)
     else:
         raise LabelsError(
             f"{where}: the labels CSV has image_id but neither a lesion_type column (VinDr-SpineXR annotations) nor a "
@@ -243,9 +256,9 @@ def _parse_vindr(
     return LabelTable("vindr", labels, class_names, findings, excluded, issues)
 
 
-def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int) -> LabelTable:
+def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int, where: str) -> LabelTable:
     issues: list[LabelIssue] = []
-    raw: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
+    raw: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()  # image id -> [(line, label)]
     for line, row in rows:
         if not any(c.strip() for c in row):
             continue
@@ -256,35 +269,16 @@ def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int
             )
             continue
         raw.setdefault(image_id, []).append((line, label))
-    values = {label for entries in raw.values() for _, label in entries}
-    integer = all(_is_int(v) for v in values)
-    class_names: list[str] | None
-    if integer:
-        mapping = {v: int(float(v)) for v in values}
-        class_names = None
-    else:
-        lowered = {v.lower() for v in values}
-        if lowered <= set(BINARY_CLASSES):
-            class_names = list(BINARY_CLASSES)
-            mapping = {v: class_names.index(v.lower()) for v in values}
-        elif all(v.lower() in _CANONICAL for v in values):
-            class_names = list(VINDR_CLASSES)
-            mapping = {v: class_names.index(_CANONICAL[v.lower()]) for v in values}
-        else:
-            class_names = sorted(values)
-            mapping = {v: class_names.index(v) for v in values}
+    mapping, class_names = _simple_classes([entry for entries in raw.values() for entry in entries], where)
     labels: dict[str, int] = {}
     excluded: dict[str, str] = {}
     for image_id, entries in raw.items():
         classes = {mapping[label] for _, label in entries}
-        bad = [label for _, label in entries if integer and mapping[label] < 0]
+        bad = [label for _, label in entries if class_names is None and _invalid_class_id(mapping[label])]
         if bad:
-            excluded[image_id] = f"negative label {bad[0]!r}"
-            issues.append(
-                LabelIssue(
-                    "invalid-label", image_id, f"negative label {bad[0]!r}: image excluded", entries[0][0]
-                )
-            )
+            why = f"{_invalid_class_id(mapping[bad[0]])} {bad[0]!r}"
+            excluded[image_id] = why
+            issues.append(LabelIssue("invalid-label", image_id, f"{why}: image excluded", entries[0][0]))
             continue
         if len(entries) > 1:
             lines = ", ".join(str(line) for line, _ in entries)
@@ -308,9 +302,60 @@ def _parse_simple(rows: list[tuple[int, list[str]]], id_col: int, label_col: int
     return LabelTable("simple", labels, class_names, {}, excluded, issues)
 
 
-def _is_int(value: str) -> bool:
-    try:
-        number = float(value)
-    except ValueError:
-        return False
-    return number.is_integer()
+def _simple_classes(entries: list[tuple[int, str]], where: str) -> tuple[dict[str, int], list[str] | None]:
+    """Class id of every label text of a simple CSV, and the class names (None for integer labels).
+
+    ``entries``: (line, label) of every labelled row. Raises :class:`LabelsError` when integer and
+    text labels are mixed.
+    """
+    integers = [(line, label) for line, label in entries if _INTEGER_LABEL.fullmatch(label)]
+    texts = [(line, label) for line, label in entries if not _INTEGER_LABEL.fullmatch(label)]
+    if integers and texts:
+        raise LabelsError(_mixed_labels_message(where, integers, texts))
+    values = {label for _, label in entries}
+    if integers:
+        return {v: _integer_label(v) for v in values}, None
+    lowered = {v.lower() for v in values}
+    if lowered <= set(BINARY_CLASSES):
+        class_names = list(BINARY_CLASSES)
+        return {v: class_names.index(v.lower()) for v in values}, class_names
+    if all(v.lower() in _CANONICAL for v in values):
+        class_names = list(VINDR_CLASSES)
+        return {v: class_names.index(_CANONICAL[v.lower()]) for v in values}, class_names
+    class_names = sorted(values)
+    return {v: i for i, v in enumerate(class_names)}, class_names
+
+
+def _mixed_labels_message(where: str, integers: list[tuple[int, str]], texts: list[tuple[int, str]]) -> str:
+    """Why a simple CSV with both integer and text labels is refused, quoting the rarer kind's rows."""
+    odd, kind = (texts, "text") if len(texts) <= len(integers) else (integers, "integer")
+    quoted = ", ".join(f"line {line} {label!r}" for line, label in odd[:_LIST_MAX])
+    more = f" and {len(odd) - _LIST_MAX} more" if len(odd) > _LIST_MAX else ""
+    return (
+        f"{where}: the label column mixes integer class ids ({_rows(len(integers))}) and text labels "
+        f"({_rows(len(texts))}); integer labels are class ids and text labels are class names, so the two "
+        f"cannot be combined without changing what some rows mean. The {kind} ones: {quoted}{more}. "
+        "Correct those rows (or write every label as text)"
+    )
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _integer_label(text: str) -> int:
+    """The value of an integer label (``_INTEGER_LABEL``); beyond 10**12 only "too large" matters."""
+    match = _INTEGER_LABEL.fullmatch(text)
+    assert match is not None
+    digits = match.group(1).lstrip("0") or "0"
+    value = int(digits) if len(digits) <= 12 else 10**12  # no million-digit ints from a hostile CSV
+    return -value if text.startswith("-") else value
+
+
+def _invalid_class_id(value: int) -> str:
+    """Why an integer label cannot be a class id ("" when it can)."""
+    if value < 0:
+        return "negative label"
+    if value > MAX_CLASS_ID:
+        return f"label above the largest class id {MAX_CLASS_ID}:"
+    return ""

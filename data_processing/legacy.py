@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from data_processing.convert import is_inside, list_inputs, run_render_tasks
+from data_processing.convert import is_inside, run_render_tasks, scan_inputs
 from data_processing.labels import image_id_from_filename, read_labels
 from data_processing.render import RenderOptions
 
@@ -38,14 +38,22 @@ def export_class_folders(
     progress: bool = True,
 ) -> ClassFolderSummary:
     """Render labelled DICOMs into ``class_dirs[label]/<image_id>.png``; see the module docstring."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 renders in this process), not {workers}")
     for folder in class_dirs:
         if is_inside(folder, dicom_dir):
             raise ValueError(f"output folder {folder} is inside the DICOM folder {dicom_dir}; choose another")
     table = read_labels(labels_csv, multiclass=False)
     summary = ClassFolderSummary()
     by_id: dict[str, list[str]] = {}
-    for rel in list_inputs(dicom_dir, exclude=[labels_csv]):
+    for entry in scan_inputs(dicom_dir, exclude=[labels_csv]):
+        rel = entry.rel
         name = rel.rsplit("/", 1)[-1]
+        if entry.kind == "broken-link":
+            summary.failed.append(f"{rel}: a symbolic link to a file that does not exist")
+            continue
+        if entry.kind != "file":
+            continue
         if name.upper() == "DICOMDIR" or os.path.splitext(name)[1].lower() in (
             ".csv",
             ".txt",

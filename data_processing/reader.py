@@ -26,6 +26,7 @@ from data_processing.errors import (
     DicomInputError,
     DicomStructureError,
     ForProcessingError,
+    ImageTooLargeError,
     InvalidTagValueError,
     MissingPixelTagsError,
     MissingTransferSyntaxError,
@@ -38,6 +39,7 @@ from data_processing.errors import (
 )
 
 __all__ = [
+    "MAX_PIXELS",
     "ImageInfo",
     "StoredPixels",
     "read_dataset",
@@ -47,6 +49,10 @@ __all__ = [
     "tag_text",
 ]
 
+#: The most pixels per frame a file may claim: 16384 x 16384, ten times the largest radiographs (about
+#: 4300 x 4300), so that a damaged or hostile header cannot make a decoder allocate gigabytes.
+MAX_PIXELS = 2**28
+_MAX_ROWS = 65535  # Rows and Columns are US (0028,0010/0011): 16 bits
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 _REQUIRED = (
@@ -261,6 +267,7 @@ def _int_tag(
     *,
     allowed: tuple[int, ...] | None = None,
     minimum: int | None = None,
+    maximum: int | None = None,
 ) -> int:
     try:
         value = ds[keyword].value
@@ -274,8 +281,17 @@ def _int_tag(
             where,
             f"{tag_text(keyword)} has the invalid value {_raw_value(ds, keyword)!r} (an integer is required)",
         ) from None
-    if (allowed is not None and number not in allowed) or (minimum is not None and number < minimum):
-        expect = f"one of {allowed}" if allowed is not None else f">= {minimum}"
+    if (
+        (allowed is not None and number not in allowed)
+        or (minimum is not None and number < minimum)
+        or (maximum is not None and number > maximum)
+    ):
+        if allowed is not None:
+            expect = f"one of {allowed}"
+        elif maximum is not None:
+            expect = f"{minimum} to {maximum}" if minimum is not None else f"<= {maximum}"
+        else:
+            expect = f">= {minimum}"
         raise InvalidTagValueError(where, f"{tag_text(keyword)} is {number}, expected {expect}")
     return number
 
@@ -326,8 +342,8 @@ def inspect_image(
         raise MissingPixelTagsError(
             where, "lacks required Image Pixel tags: " + ", ".join(tag_text(k) for k in missing)
         )
-    rows = _int_tag(ds, "Rows", where, minimum=1)
-    columns = _int_tag(ds, "Columns", where, minimum=1)
+    rows = _int_tag(ds, "Rows", where, minimum=1, maximum=_MAX_ROWS)
+    columns = _int_tag(ds, "Columns", where, minimum=1, maximum=_MAX_ROWS)
     spp = _int_tag(ds, "SamplesPerPixel", where, allowed=(1, 3))
     bits_allocated = _int_tag(ds, "BitsAllocated", where, minimum=1)
     bits_stored = _int_tag(ds, "BitsStored", where, minimum=1)
@@ -345,6 +361,14 @@ def inspect_image(
             where,
             f"has {bits_allocated}-bit pixels (Bits Allocated); only 8- and 16-bit integer images are supported"
             + (" (1-bit data is a bitmap/segmentation, not a radiograph)" if bits_allocated == 1 else ""),
+        )
+    if rows * columns > MAX_PIXELS:
+        decoded = rows * columns * spp * bits_allocated / 8 / 2**30
+        raise ImageTooLargeError(
+            where,
+            f"claims {columns} x {rows} pixels per frame ({rows * columns / 1e6:.0f} megapixels, {decoded:.1f} GiB "
+            f"decoded); images above {MAX_PIXELS / 1e6:.0f} megapixels are refused (a radiograph has about 10-20): "
+            "a damaged header?",
         )
     if bits_stored > bits_allocated:
         raise InvalidTagValueError(

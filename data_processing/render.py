@@ -21,15 +21,12 @@
 8. quantisation to 8 or 16 bits: ``round(y * (2**bits - 1))``.
 
 Fast path. For the usual case (rescale + LINEAR/LINEAR_EXACT window, or the percentile window) the
-whole grey-level chain is ``y = s * (clip(x, lo, hi) - black)`` on the stored value ``x``. Because the
-resize is linear with weights summing to one, only the clip runs at full resolution and the affine
-map runs on the small image. The clip and the box reduction run on the integers themselves
-(:func:`_integer_window`, :func:`~data_processing.geometry.box_sums`: exact uint16/uint32 sums, no
-float conversion of the full image; half-integer window edges are handled by doubling ``x``, other
-fractional edges by an exact per-block count of the clipped pixels), else in float32 strips
-(:func:`~data_processing.geometry.reduce_box`): identical results up to float32 rounding, a fraction
-of the work. Every other case (LUT sequences, SIGMOID, 1-wide windows) builds a lookup table over all
-stored values with pydicom's own functions and applies it per strip.
+whole grey-level chain is ``y = s * (clip(x, lo, hi) - black)`` on the stored value ``x``: only the
+clip runs at full resolution, on the integers themselves where possible, and the affine map runs on
+the small image (:mod:`data_processing.window_path`; identical results up to float32 rounding, a
+fraction of the work). Every other case (LUT sequences, SIGMOID, 1-wide windows, header values beyond
+float32's range) builds a lookup table over all stored values with pydicom's own functions and applies
+it per strip.
 """
 
 from __future__ import annotations
@@ -52,16 +49,7 @@ from data_processing.errors import (
     InvalidWindowError,
     UnsupportedPresentationLUTError,
 )
-from data_processing.geometry import (
-    CropMode,
-    Reduce,
-    box_sums,
-    divide_by_block_counts,
-    fit_image,
-    is_power_of_two,
-    reduce_box,
-    subtract_per_pixel,
-)
+from data_processing.geometry import CropMode, fit_image, is_power_of_two
 from data_processing.reader import (
     ImageInfo,
     StoredPixels,
@@ -71,11 +59,15 @@ from data_processing.reader import (
     read_dataset,
     tag_text,
 )
+from data_processing.window_path import LinearMap, WindowPath, linear_from_affine
+from data_processing.window_path import integer_window as _integer_window  # module-level: tests spy on it
+from stylegan2_ada.limits import MAX_RESOLUTION
 
-__all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION"]
+__all__ = ["RenderOptions", "RenderResult", "render_dicom", "quantise", "RENDER_VERSION", "MAX_RESOLUTION"]
 
 #: Bumped whenever rendering changes its output, so caches keyed on it are invalidated.
-RENDER_VERSION = 2  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1)
+RENDER_VERSION = 3  # 2: integer box stage and banded float32 Lanczos (outputs within 6e-6 of version 1);
+# 3: block sums of raw 8/16-bit stored values no longer wrap around (windows containing every value)
 WindowMode = Literal["auto", "percentile"]
 
 
@@ -96,9 +88,11 @@ class RenderOptions:
         if self.resolution is not None and (
             not isinstance(self.resolution, int)
             or not is_power_of_two(self.resolution)
-            or self.resolution < 4
+            or not 4 <= self.resolution <= MAX_RESOLUTION
         ):
-            raise ValueError(f"resolution must be a power of two >= 4 (e.g. 256), not {self.resolution!r}")
+            raise ValueError(
+                f"resolution must be a power of two from 4 to {MAX_RESOLUTION} (e.g. 256), not {self.resolution!r}"
+            )
         if self.crop not in ("pad", "center"):
             raise ValueError(f"crop must be 'pad' or 'center', not {self.crop!r}")
         if self.bits not in (8, 16):
@@ -234,6 +228,13 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
             raise InvalidModalityLUTError(
                 where, "Rescale Slope (0028,1053) is 0: every pixel would map to one value"
             )
+        ends = (info.stored_min * slope + intercept, info.stored_max * slope + intercept)
+        if not all(math.isfinite(v) for v in ends):
+            raise InvalidModalityLUTError(
+                where,
+                f"Rescale Slope (0028,1053) {slope:g} and Rescale Intercept (0028,1052) {intercept:g} map the "
+                f"stored values {info.stored_min}..{info.stored_max} beyond the floating-point range",
+            )
         meta["modality_lut"] = f"rescale slope={slope:g} intercept={intercept:g}"
     else:
         meta["modality_lut"] = "none"
@@ -314,33 +315,6 @@ def _plan(ds: Dataset, info: ImageInfo, where: str, options: RenderOptions) -> _
 # Grey-level maps
 
 
-@dataclass(frozen=True)
-class _LinearMap:
-    """display = scale * clip(x, lo, hi) + offset on stored values x; ``black`` is the clip value giving 0."""
-
-    lo: float
-    hi: float
-    scale: float
-    offset: float
-
-    @property
-    def black(self) -> float:
-        return self.lo if self.scale > 0 else self.hi
-
-
-def _snap(value: float) -> float:
-    """``value`` rounded to an integer when it is one up to float64 rounding (window edges computed by division)."""
-    nearest = round(value)
-    return float(nearest) if abs(value - nearest) <= 1e-9 * max(1.0, abs(value)) else value
-
-
-def _linear_from_affine(a: float, b: float, invert: bool) -> _LinearMap:
-    """The map for y = clip(a*x + b, 0, 1), then y -> 1 - y when ``invert``."""
-    x0, x1 = -b / a, (1.0 - b) / a  # stored values where y = 0 and y = 1
-    lo, hi = _snap(min(x0, x1)), _snap(max(x0, x1))  # integer edges stay integers despite the division
-    return _LinearMap(lo, hi, -a, 1.0 - b) if invert else _LinearMap(lo, hi, a, b)
-
-
 def _modality_values(plan: _Plan, ds: Dataset, values: np.ndarray) -> np.ndarray:
     """Modality output (float64) for integer stored ``values``."""
     if plan.modality_lut:
@@ -392,26 +366,33 @@ def _apply_voi_lut_sequence(modality: np.ndarray, ds: Dataset, info: ImageInfo) 
 
 
 def _lut_map(
-    plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None
+    plan: _Plan, ds: Dataset, info: ImageInfo, percentile_window: tuple[float, float] | None, where: str
 ) -> np.ndarray:
     """float32 LUT [stored_max - stored_min + 1] of display values (padding entries black)."""
     values = np.arange(info.stored_min, info.stored_max + 1, dtype=np.int64)
-    if plan.modality_lut:
-        modality = apply_modality_lut(values, ds)
-    else:
-        modality = values.astype(np.float64) * plan.slope + plan.intercept
-    if plan.voi == "lut":
-        y = _apply_voi_lut_sequence(np.asarray(modality, dtype=np.float64), ds, info)
-    elif plan.voi == "window":
-        out = np.asarray(
-            apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # absurd headers: checked below
+        if plan.modality_lut:
+            modality = apply_modality_lut(values, ds)
+        else:
+            modality = values.astype(np.float64) * plan.slope + plan.intercept
+        if plan.voi == "lut":
+            y = _apply_voi_lut_sequence(np.asarray(modality, dtype=np.float64), ds, info)
+        elif plan.voi == "window":
+            out = np.asarray(
+                apply_voi_lut(np.asarray(modality, dtype=np.float64), ds, prefer_lut=False), dtype=np.float64
+            )
+            y_min, y_max = _window_output_range(ds, info, plan)
+            y = (out - y_min) / (y_max - y_min)
+        else:
+            assert percentile_window is not None
+            lo, hi = percentile_window
+            y = (np.asarray(modality, dtype=np.float64) - lo) / (hi - lo)
+    if not np.all(np.isfinite(y)):
+        raise InvalidWindowError(
+            where,
+            f"its {plan.meta.get('source_window', 'window')} gives no finite grey levels for some stored values "
+            "(header values beyond the floating-point range)",
         )
-        y_min, y_max = _window_output_range(ds, info, plan)
-        y = (out - y_min) / (y_max - y_min)
-    else:
-        assert percentile_window is not None
-        lo, hi = percentile_window
-        y = (np.asarray(modality, dtype=np.float64) - lo) / (hi - lo)
     y = np.clip(y, 0.0, 1.0)
     if plan.invert:
         y = 1.0 - y
@@ -472,134 +453,6 @@ def _percentile_window(
     return lo, hi
 
 
-def _integer_window(
-    linear: _LinearMap,
-    stored: StoredPixels,
-    pad: tuple[int, int] | None,
-    padding_count: list[int],
-    float_reduce: Reduce,
-) -> tuple[Reduce, float] | None:
-    """The window fast path's box stage on integers: ``(reduce, origin)``, or None to use the float path.
-
-    ``reduce(src, k)`` gives the block means of ``clip(x, lo, hi) - origin`` (float32 [ceil(H/k),
-    ceil(W/k)]) from the stored values ``x``, exactly. With ``q = 1``, or ``q = 2`` where the window
-    edges are half-integers (odd widths), ``q*lo`` and ``q*hi`` are integers, and clipping ``q*x`` to
-    the integers ``cl = floor(q*lo)``, ``ch = ceil(q*hi)`` and summing with
-    :func:`~data_processing.geometry.box_sums` gives every pixel its clipped value (times q). Where an
-    edge is still fractional (say a rescale slope of 0.7) and some pixel lies there, the pixels at
-    ``cl`` should count ``q*lo``: one more integer pass clipped to ``cl + 1`` counts them per block,
-    and the sums are corrected by ``q*lo - cl`` per pixel (likewise at ``ch``); with both edges in that
-    case, the float path is as fast, and is used. Padding pixels are set to the black end of the clip
-    range, so they count exactly ``q*lo`` (or ``q*hi``), which the affine map turns into 0. The range
-    of the stored values (one min and one max pass, often known from decoding) skips a clip that would
-    change nothing and picks the narrowest accumulators. ``float_reduce`` (the float path's box stage)
-    serves box factors too large for 32-bit sums.
-    """
-    vmin, vmax = stored.bounds()  # contains every value (no pass over the pixels just for this)
-    q = 1 if linear.lo == math.floor(linear.lo) and linear.hi == math.floor(linear.hi) else 2
-    lo, hi = _snap(q * linear.lo), _snap(q * linear.hi)  # window edges in units of 1/q stored value
-    if q == 2 and (lo != math.floor(lo) or hi != math.floor(hi)):
-        q, lo, hi = 1, linear.lo, linear.hi  # not half-integers either: corrections below
-    qmin, qmax = q * vmin, q * vmax  # the range of q * x
-    black_low = linear.scale > 0  # black is lo (else hi)
-    low_black, high_black = pad is not None and black_low, pad is not None and not black_low
-    if lo > qmin or low_black:  # some pixel shows as lo: clip to floor(lo)
-        cl = math.floor(lo)
-        corr_lo = lo - cl
-    else:
-        cl, corr_lo = qmin, 0.0
-    if hi < qmax or high_black:
-        ch = math.ceil(hi)
-        corr_hi = hi - ch
-    else:
-        ch, corr_hi = qmax, 0.0
-    src_dtype = stored.array.dtype
-    signed = src_dtype.kind == "i"
-    work = src_dtype  # dtype of q * x (and of its clip)
-    if q == 2:
-        wide = np.dtype(np.int32 if signed else np.uint32)
-        limits = np.iinfo(src_dtype)
-        work = src_dtype if limits.min <= 2 * min(vmin, 0) and 2 * vmax <= limits.max else wide
-    limits = np.iinfo(work)
-    if not limits.min <= cl < ch <= limits.max or ch - cl > 0x1FFFF:
-        return None  # the window misses the data (a flat image, explained by the float path)
-    need_low = corr_lo != 0.0 and (qmin <= cl or low_black)  # pixels at cl must count lo
-    need_high = corr_hi != 0.0 and (qmax >= ch or high_black)
-    if need_low and need_high:
-        return None  # three integer passes: no faster than the float path
-    clip = qmin < cl or qmax > ch
-    fix = stored.fix_strip
-
-    def reduce(src: np.ndarray, k: int) -> np.ndarray:
-        if k * k * (ch - cl) >= 2**32:  # absurd reductions (> 180 x 180 blocks of 16-bit values)
-            out = float_reduce(src, k)
-            out -= np.float32(cl / q)
-            return out
-        span = ch - cl  # the clipped values minus cl lie in [0, span]
-        same_width = (k * ch <= 0xFFFF) == (k * span <= 0xFFFF) and (k * k * ch <= 0xFFFF) == (
-            k * k * span <= 0xFFFF
-        )
-        base = (
-            0 if not signed and cl >= 0 and same_width else cl
-        )  # subtract cl only where it narrows the sums
-        scratch: dict[tuple[tuple[int, int], np.dtype], np.ndarray] = {}
-
-        def buffer(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-            tmp = scratch.get((shape, dtype))
-            if tmp is None:
-                tmp = scratch[(shape, dtype)] = np.empty(shape, dtype)
-            return tmp
-
-        def prepare(strip: np.ndarray, buf: np.ndarray, low: int, high: int, count: bool) -> np.ndarray:
-            x = fix(strip)  # [n, W] stored values
-            y = x
-            if q == 2:
-                y = buffer(x.shape, work)
-                np.add(x, x, out=y, dtype=work)  # 2x, exact in ``work``
-            if base == 0:
-                if clip or low != cl or high != ch:
-                    np.clip(y, low, high, out=buf, casting="unsafe")
-                else:
-                    np.copyto(buf, y, casting="unsafe")
-            else:
-                if clip or low != cl or high != ch:
-                    y = np.clip(y, low, high, out=buffer(x.shape, work) if q == 1 else y)
-                wrapped = buf.dtype.type(base % (1 << (8 * buf.dtype.itemsize)))  # base modulo 2**bits
-                np.subtract(y, wrapped, out=buf, dtype=buf.dtype, casting="unsafe")  # exact modulo 2**bits
-            if pad is not None:
-                mask = (x == pad[0]) if pad[0] == pad[1] else ((x >= pad[0]) & (x <= pad[1]))
-                if count:
-                    padding_count[0] += int(np.count_nonzero(mask))
-                np.copyto(buf, (low if black_low else high) - base, where=mask, casting="unsafe")
-            return buf
-
-        def sums(low: int, high: int, count: bool = False) -> np.ndarray:
-            untouched = q == 1 and base == 0 and not signed and pad is None and stored.needs_bit_fix is False
-            if untouched and not clip and (low, high) == (cl, ch):  # sum the stored values themselves
-                return box_sums(src, k, None, max_value=ch)
-            return box_sums(
-                src, k, lambda strip, buf: prepare(strip, buf, low, high, count), max_value=ch - base
-            )  # [Ho, Wo] sums of clip(q*x, low, high) - base
-
-        height, width = src.shape
-        s0 = sums(cl, ch, count=True)
-        n_low = sums(cl + 1, ch) - s0 if need_low else None  # pixels at cl per block: they count lo
-        n_high = s0 - sums(cl, ch - 1) if need_high else None  # pixels at ch per block: they count hi
-        if base != cl:  # sums of clip(q*x) - cl, still exact integers
-            subtract_per_pixel(s0, cl - base, height, width, k)
-        total = s0.astype(np.float32)  # exact below 2**24
-        if n_low is not None:
-            total += n_low.astype(np.float32) * np.float32(corr_lo)
-        if n_high is not None:
-            total += n_high.astype(np.float32) * np.float32(corr_hi)
-        divide_by_block_counts(total, height, width, k)
-        if q != 1:
-            total *= np.float32(1.0 / q)  # exact for q = 2
-        return total  # block means of clip(x, lo, hi) - cl / q
-
-    return reduce, cl / q
-
-
 # ----------------------------------------------------------------------------------------------------
 # Rendering
 
@@ -609,6 +462,57 @@ def quantise(display: np.ndarray, bits: int) -> np.ndarray:
     top = (1 << bits) - 1
     q = np.rint(np.clip(display, 0.0, 1.0) * np.float32(top))
     return q.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _linear_map(plan: _Plan, percentile_window: tuple[float, float] | None) -> LinearMap | None:
+    """The grey-level chain as one clip + affine map on stored values, where it is one (else None: LUT path)."""
+    if plan.modality_lut:
+        return None
+    if plan.voi == "window" and plan.function == "LINEAR" and plan.width > 1:
+        w1 = plan.width - 1.0
+        return linear_from_affine(
+            plan.slope / w1, (plan.intercept - plan.center + 0.5) / w1 + 0.5, plan.invert
+        )
+    if plan.voi == "window" and plan.function == "LINEAR_EXACT":
+        return linear_from_affine(
+            plan.slope / plan.width, (plan.intercept - plan.center) / plan.width + 0.5, plan.invert
+        )
+    if plan.voi == "percentile":
+        assert percentile_window is not None
+        lo, hi = percentile_window
+        return linear_from_affine(plan.slope / (hi - lo), (plan.intercept - lo) / (hi - lo), plan.invert)
+    return None
+
+
+class _LutPath:
+    """``fit_image``'s stages for one image under any other grey-level chain: a lookup table per strip.
+
+    ``lut``: float32 display values of the stored values ``first``, ``first + 1``, ... (padding entries
+    black). After ``fit_image`` has run, ``padding_pixels`` and ``content_range`` are set as for
+    :class:`~data_processing.window_path.WindowPath`.
+    """
+
+    reduce = None  # the box stage is reduce_box over to_float's strips
+
+    def __init__(
+        self, lut: np.ndarray, first: int, stored: StoredPixels, pad: tuple[int, int] | None
+    ) -> None:
+        self.lut, self.first, self.pad = lut, first, pad
+        self._fix = stored.fix_strip
+        self.padding_pixels = 0
+        self.content_range: tuple[float, float] | None = None
+
+    def to_float(self, strip: np.ndarray, out: np.ndarray) -> None:
+        x = self._fix(strip)
+        idx = x if self.first == 0 and x.dtype.kind == "u" else x.astype(np.int64) - self.first
+        np.take(self.lut, idx, out=out, mode="clip")
+        if self.pad is not None:
+            self.padding_pixels += int(np.count_nonzero((x >= self.pad[0]) & (x <= self.pad[1])))
+
+    def post(self, img: np.ndarray) -> np.ndarray:
+        y = np.clip(img, 0.0, 1.0)
+        self.content_range = (float(y.min()), float(y.max()))
+        return y
 
 
 def _render_grey(
@@ -624,90 +528,31 @@ def _render_grey(
         meta["source_window"] = (
             f"percentile {lo_p:g}-{hi_p:g}: {percentile_window[0]:g}..{percentile_window[1]:g}"
         )
-    linear: _LinearMap | None = None
-    if not plan.modality_lut:
-        if plan.voi == "window" and plan.function == "LINEAR" and plan.width > 1:
-            w1 = plan.width - 1.0
-            linear = _linear_from_affine(
-                plan.slope / w1, (plan.intercept - plan.center + 0.5) / w1 + 0.5, plan.invert
-            )
-        elif plan.voi == "window" and plan.function == "LINEAR_EXACT":
-            linear = _linear_from_affine(
-                plan.slope / plan.width, (plan.intercept - plan.center) / plan.width + 0.5, plan.invert
-            )
-        elif plan.voi == "percentile":
-            lo, hi = percentile_window  # type: ignore[misc]
-            linear = _linear_from_affine(
-                plan.slope / (hi - lo), (plan.intercept - lo) / (hi - lo), plan.invert
-            )
-    padding_count = [0]
-    pad = plan.padding
-    fix = stored.fix_strip
-    content_range: list[float] = []
-    reduce: Reduce | None = None
-    to_float: Any = None
-
+    linear = _linear_map(plan, percentile_window)
+    path: WindowPath | _LutPath
     if linear is not None:
-        black = np.float32(linear.black)  # float path values are relative to black (precision, exact 0)
-        lo32, hi32 = np.float32(linear.lo) - black, np.float32(linear.hi) - black
-
-        def clip_to_float(strip: np.ndarray, out: np.ndarray) -> None:  # the float box stage's strip kernel
-            x = fix(strip)
-            np.subtract(x, black, out=out, casting="unsafe")
-            np.clip(out, lo32, hi32, out=out)
-            if pad is not None:
-                mask = (x == pad[0]) if pad[0] == pad[1] else ((x >= pad[0]) & (x <= pad[1]))
-                n = int(np.count_nonzero(mask))
-                if n:
-                    padding_count[0] += n
-                    np.copyto(out, 0.0, where=mask)
-
-        integer = _integer_window(
-            linear, stored, pad, padding_count, lambda src, k: reduce_box(src, k, clip_to_float) + black
-        )
-        black_rel = np.float32(0.0)  # black relative to the box stage's values
-        if integer is not None:  # exact integer box stage: block means of clip(x, lo, hi) - origin
-            reduce, origin = integer
-            black_rel = np.float32(linear.black - origin)
-        else:  # float box stage: clip each float32 strip (relative to black), then block means
-            to_float = clip_to_float
-
-        # the resize commutes with the affine map: apply it on the small image, written as
-        # scale * (x - black) so that black (padding, clipped pixels) gives exactly 0
-        scale = np.float32(linear.scale)
-
-        def post(img: np.ndarray) -> np.ndarray:
-            y = img - black_rel
-            y *= scale
-            np.clip(y, 0.0, 1.0, out=y)
-            content_range.extend((float(y.min()), float(y.max())))
-            return y
-
+        path = WindowPath(linear, stored, plan.padding, _integer_window(linear, stored, plan.padding))
     else:
-        lut = _lut_map(plan, ds, info, percentile_window)
-        first = info.stored_min
-
-        def to_float(strip: np.ndarray, out: np.ndarray) -> None:
-            x = fix(strip)
-            idx = x if first == 0 and x.dtype.kind == "u" else x.astype(np.int64) - first
-            np.take(lut, idx, out=out, mode="clip")
-            if pad is not None:
-                padding_count[0] += int(np.count_nonzero((x >= pad[0]) & (x <= pad[1])))
-
-        def post(img: np.ndarray) -> np.ndarray:
-            y = np.clip(img, 0.0, 1.0)
-            content_range.extend((float(y.min()), float(y.max())))
-            return y
-
+        path = _LutPath(
+            _lut_map(plan, ds, info, percentile_window, where), info.stored_min, stored, plan.padding
+        )
     display = fit_image(
-        raw, options.resolution, options.crop, to_float=to_float, reduce=reduce, post=post, pad_value=0.0
+        raw,
+        options.resolution,
+        options.crop,
+        to_float=path.to_float,
+        reduce=path.reduce,
+        post=path.post,
+        pad_value=0.0,
     )
-    if content_range and content_range[1] - content_range[0] <= 1e-6:  # flat (up to float32 resampling noise)
+    low, high = path.content_range or (0.0, 1.0)
+    if high - low <= 1e-6:  # flat (up to float32 resampling noise)
         _explain_flat_output(plan, info, stored, where, meta)
+    pad = plan.padding
     meta["padding"] = (
         "" if pad is None else (f"value {pad[0]}" if pad[0] == pad[1] else f"range {pad[0]}..{pad[1]}")
     )
-    meta["padding_fraction"] = padding_count[0] / float(raw.shape[0] * raw.shape[1])
+    meta["padding_fraction"] = path.padding_pixels / float(raw.shape[0] * raw.shape[1])
     return display, meta
 
 

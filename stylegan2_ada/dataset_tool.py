@@ -25,7 +25,9 @@ repetition); without it the most common channel count is kept and other images a
 Files that cannot be used (corrupt, unsupported mode, a size or channel count different from the
 most common one when no conversion was asked for) are skipped and listed in the report. The source
 is only read. The archive is written to a temporary file beside ``--dest`` and moved into place when
-complete; an existing ``--dest`` is replaced only with ``--overwrite``.
+complete; an existing ``--dest`` is replaced only with ``--overwrite``. A destination that cannot be
+written (read-only folder, a file where its folder should be, disk full) is one ``Error: ...`` line,
+exit status 1, and leaves nothing behind. ``--resolution`` is at most :data:`MAX_RESOLUTION`.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ from .dataset import (
     read_image_header,
     scale_16bit_to_8bit,
 )
+from .limits import MAX_RESOLUTION
 
-__all__ = ["PackReport", "pack_dataset", "prepare_image", "archive_name", "main"]
+__all__ = ["MAX_RESOLUTION", "PackReport", "pack_dataset", "prepare_image", "archive_name", "main"]
 
 TRANSFORMS = ("none", "center-crop", "pad")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -178,6 +181,21 @@ def _is_pow2(n: int) -> bool:
     return n >= MIN_RESOLUTION and n & (n - 1) == 0
 
 
+def _check_destination_folder(dest: str) -> None:
+    """A clear error when a file stands where ``dest``'s folder (or one above it) should be."""
+    folder = os.path.dirname(dest)
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder) if os.path.dirname(folder) != folder else ""
+    if folder and not os.path.isdir(folder):
+        raise DatasetError(f"{dest}: cannot write there: {folder} is a file, not a folder")
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OS error in words with the path it concerns: 'Permission denied ('/data/.x.zip.tmp')'."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason} ({exc.filename!r})" if exc.filename else reason
+
+
 def pack_dataset(
     source: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -200,13 +218,16 @@ def pack_dataset(
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     if transform != "none" and resolution is None:
         raise DatasetError(f"transform {transform!r} needs a resolution (--resolution N)")
-    if resolution is not None and not _is_pow2(resolution):
-        raise DatasetError(f"resolution must be a power of two >= {MIN_RESOLUTION}, got {resolution}")
+    if resolution is not None and not (_is_pow2(resolution) and resolution <= MAX_RESOLUTION):
+        raise DatasetError(
+            f"resolution must be a power of two from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {resolution}"
+        )
     if channels not in (None, 1, 3):
         raise DatasetError(f"channels must be 1 or 3, got {channels}")
     dest = os.path.abspath(os.fspath(dest))
     if not dest.lower().endswith(".zip"):
         raise DatasetError(f"{dest}: destination must be a .zip file")
+    _check_destination_folder(dest)
     src = open_source(source)
     if os.path.exists(dest):
         if os.path.samefile(dest, src.path):
@@ -278,7 +299,13 @@ def pack_dataset(
             for rel in tqdm(plan, desc="packing", unit="img", disable=not progress):
                 where = src.display(rel)
                 try:
-                    arr = decode_image(src.read_bytes(rel), where, keep_16bit=True)  # [H, W, C]
+                    data = src.read_bytes(rel)
+                except (OSError, zipfile.BadZipFile) as err:  # a source file gone or unreadable meanwhile
+                    reason = _os_reason(err) if isinstance(err, OSError) else str(err)
+                    report.skipped.append((rel, f"{where}: cannot read the file: {reason}"))
+                    continue
+                try:
+                    arr = decode_image(data, where, keep_16bit=True)  # [H, W, C]
                     img = prepare_image(
                         arr, channels=out_channels, resolution=resolution, transform=transform
                     )
@@ -311,6 +338,8 @@ def pack_dataset(
             info.external_attr = 0o644 << 16
             zf.writestr(info, json.dumps(meta))
             report.num_images = len(written)
+    except OSError as err:  # the destination side: read-only folder, a file in the way, disk full
+        raise DatasetError(f"{dest}: cannot write the archive: {_os_reason(err)}") from None
     finally:
         src.close()
     report.skipped.sort()
@@ -385,7 +414,9 @@ def main(
             progress=True,
         )
     except DatasetError as err:
-        raise click.ClickException(str(err)) from err
+        raise click.ClickException(str(err)) from None
+    except OSError as err:  # anything not foreseen: still one line, not a traceback
+        raise click.ClickException(_os_reason(err)) from None
     click.echo(report.summary())
 
 

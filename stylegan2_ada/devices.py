@@ -7,8 +7,10 @@ One definition for every entry point (training, generation, conversion), so that
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a device is resolved: conversion workers never need it
+    import torch
 
 DEVICES = ("cpu", "cuda")
 
@@ -30,6 +32,8 @@ def default_workers(cap: int | None = None) -> int:
 def resolve_device(requested: str | torch.device | None) -> torch.device:
     """``None`` -> CUDA when available, else CPU. Raises ``ValueError`` (with a message fit for a user) for
     an unknown device, a device type other than cpu/cuda, or ``cuda`` on a machine without one."""
+    import torch
+
     if requested is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

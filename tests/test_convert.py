@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from dicom_helpers import (
     REPO_ROOT,
     crash_on_named_crash,
@@ -22,7 +23,9 @@ from dicom_helpers import (
 )
 from PIL import Image
 
+from data_processing.cli import main as cli_main
 from data_processing.convert import ConversionError, ConvertConfig, convert_folder, run_render_tasks
+from data_processing.image_main import main as image_main
 from data_processing.pngio import read_png, write_png
 from data_processing.render import RenderOptions
 from data_processing.scale import scale_16_to_8
@@ -340,3 +343,158 @@ def test_png_encoder_round_trips_through_pillow_and_the_dataset_reader(tmp_path,
     assert np.array_equal(read_png(tmp_path / "x.png"), image)
     decoded = decode_image((tmp_path / "x.png").read_bytes(), "x.png", keep_16bit=True)
     assert np.array_equal(np.squeeze(decoded), image)
+
+
+# --------------------------------------------------------------------------------------------------
+# Silent acceptances and file-system errors (issue 8): each gets a report row or one `Error:` line
+
+
+def small_export(folder, names=("a", "b", "c", "d")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        make_dicom(folder / f"{name}.dcm", ramp(16, 16, 0, 4095), bits_stored=12, window=(2048, 4096))
+    return folder
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def test_mixed_integer_and_text_labels_are_refused_before_any_work(tmp_path) -> None:
+    src = small_export(tmp_path / "in")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,label\na,1\nb,2\nc,1\nd,oops\n")  # once: classes "1", "2", "oops", exit 0
+    out = tmp_path / "out"
+    args = ["convert", "--dicom", str(src), "--labels", str(labels), "--outdir", str(out), "--workers", "0"]
+    result = CliRunner().invoke(cli_main, [*args, "--no-progress"])
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert "mixes integer class ids (3 rows) and text labels (1 row)" in line and "line 5 'oops'" in line
+    assert not out.exists()
+
+
+def test_negative_worker_counts_are_refused(tmp_path, capsys) -> None:
+    src = small_export(tmp_path / "in", ["a"])
+    args = ["convert", "--dicom", str(src), "--outdir", str(tmp_path / "o"), "--workers", "-1"]
+    result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 2
+    assert "Invalid value for '--workers': -1 is not in the range x>=0" in result.stderr
+    with pytest.raises(ConversionError, match="workers must be >= 0"):
+        convert_folder(ConvertConfig(str(src), str(tmp_path / "o"), workers=-1, progress=False))
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        list(run_render_tasks([], -1, False))
+    (tmp_path / "x.csv").write_text("image_id,label\na,1\n")
+    legacy = ["--DICOM", str(src), "--labels", str(tmp_path / "x.csv"), "--save_0", "n", "--save_1", "a"]
+    with pytest.raises(SystemExit) as exit_info:
+        image_main([*legacy, "--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers: must be >= 0, not -1" in capsys.readouterr().err
+
+
+def test_broken_links_special_files_and_linked_folders_get_report_rows(tmp_path) -> None:
+    src = small_export(tmp_path / "in", ["a", "b"])
+    os.symlink(tmp_path / "gone.dcm", src / "dangling.dcm")  # once: no row at all, exit 0
+    os.symlink(tmp_path / "gone_notes.txt", src / "notes.txt")  # a side file: ignored even when broken
+    os.mkfifo(src / "pipe.dcm")  # would block a reader forever
+    elsewhere = small_export(tmp_path / "elsewhere", ["z"])
+    os.symlink(elsewhere, src / "linked")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,label\na,0\nb,1\ndangling,1\n")
+    summary = convert_folder(
+        ConvertConfig(str(src), str(tmp_path / "out"), str(labels), RenderOptions(resolution=8), workers=0,
+                      progress=False)
+    )  # fmt: skip
+    rows = {r.source: r for r in summary.rows}
+    assert (rows["dangling.dcm"].status, rows["dangling.dcm"].reason_code) == ("failed", "broken-link")
+    assert "symbolic link to a file that does not exist" in rows["dangling.dcm"].reason
+    assert (rows["notes.txt"].status, rows["pipe.dcm"].status) == ("ignored", "ignored")
+    assert rows["pipe.dcm"].reason_code == "not-a-file"
+    assert (rows["linked"].status, rows["linked"].reason_code) == ("ignored", "linked-folder")
+    assert [rows[n].status for n in ("a.dcm", "b.dcm")] == ["converted", "converted"]
+    assert summary.exit_code == 1 and "broken-link x1" in summary.format()
+    assert not [i for i in summary.issues if i.kind == "label-without-image"]  # the link is its image
+    assert set(report_rows(tmp_path / "out")) == set(rows)
+
+
+def test_output_folder_below_a_file_is_one_error_line(tmp_path) -> None:
+    src = small_export(tmp_path / "in", ["a"])
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"
+    result = CliRunner().invoke(
+        cli_main, ["convert", "--dicom", str(src), "--outdir", str(out), "--workers", "0"]
+    )
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert line == f"Error: {out}: cannot write to the output folder: Not a directory ({str(out)!r})"
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root writes into read-only folders; the simulated test below covers it"
+)
+def test_read_only_output_folder_is_one_error_line(tmp_path) -> None:
+    src = small_export(tmp_path / "in", ["a"])
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        proc = run_cli(
+            "-m", "data_processing", "convert", "--dicom", str(src), "--outdir", str(out), "--no-progress",
+        )  # fmt: skip
+    finally:
+        out.chmod(0o755)
+    assert proc.returncode == 2
+    (line,) = error_lines(proc.stderr)
+    assert "cannot write to the output folder: Permission denied" in line
+    assert os.listdir(out) == []
+
+
+def test_unwritable_output_is_one_error_line_before_and_after_rendering(tmp_path, monkeypatch) -> None:
+    """Read-only file system at the start, disk full at the end: one `Error:` line, exit 2, inputs untouched."""
+    import errno
+
+    from data_processing import convert as convert_module
+
+    src = small_export(tmp_path / "in", ["a", "b"])
+    before = tree_hashes(src)
+    out = tmp_path / "out"
+    args = ["convert", "--dicom", str(src), "--outdir", str(out), "--workers", "0", "--no-progress"]
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+
+    with monkeypatch.context() as m:
+        m.setattr(convert_module.tempfile, "TemporaryFile", read_only)
+        result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert line == f"Error: {out}: cannot write to the output folder: Read-only file system ({str(out)!r})"
+
+    def disk_full(path, *_a):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(convert_module, "write_report", disk_full)
+        result = CliRunner().invoke(cli_main, args)
+    assert result.exit_code == 2
+    (line,) = error_lines(result.stderr)
+    assert "cannot write the conversion results: No space left on device" in line
+    assert tree_hashes(src) == before
+
+
+def test_a_png_that_cannot_be_written_is_a_failed_row(tmp_path, monkeypatch) -> None:
+    import errno
+
+    from data_processing import convert as convert_module
+
+    src = small_export(tmp_path / "in", ["a"])
+
+    def disk_full(path, image):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(convert_module, "write_png", disk_full)
+    summary = convert_folder(ConvertConfig(str(src), str(tmp_path / "out"), workers=0, progress=False))
+    (row,) = summary.rows
+    assert (row.status, row.reason_code) == ("failed", "write-failed")
+    png = str(tmp_path / "out" / "a.png")
+    assert row.reason.endswith(f"its PNG cannot be written: No space left on device ({png!r})")
+    assert summary.exit_code == 1

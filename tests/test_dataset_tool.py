@@ -285,3 +285,89 @@ def test_command_line(tmp_path):
         main, ["--source", str(src), "--dest", str(tmp_path / "r.zip"), "--resolution", "12"]
     )
     assert result.exit_code == 1 and "resolution must be a power of two" in result.output
+
+
+def _error_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
+    return line
+
+
+def test_destination_below_a_file_is_one_error_line(tmp_path):
+    src = tmp_path / "src"
+    make_source(src, 2)
+    (tmp_path / "afile").write_text("x")
+    for dest in (tmp_path / "afile" / "out.zip", tmp_path / "afile" / "sub" / "out.zip"):
+        result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(dest)])
+        assert result.exit_code == 1
+        assert (
+            _error_line(result.output)
+            == f"Error: {dest}: cannot write there: {tmp_path / 'afile'} is a file, not a folder"
+        )
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_unwritable_destination_is_one_error_line(tmp_path, monkeypatch):
+    """Read-only destination folder (simulated: tests may run as root) and disk full while writing."""
+    import errno
+
+    from stylegan2_ada import atomic
+
+    src = tmp_path / "src"
+    make_source(src, 3)
+    before = snapshot(src)
+    dest = tmp_path / "out" / "data.zip"
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(tmp_path / "out")) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(atomic.os, "open", read_only)
+        result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(dest)])
+    assert result.exit_code == 1
+    line = _error_line(result.output)
+    assert line.startswith(f"Error: {dest}: cannot write the archive: Read-only file system (")
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(zipfile.ZipFile, "writestr", disk_full)
+        result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(dest)])
+    assert result.exit_code == 1
+    assert _error_line(result.output) == f"Error: {dest}: cannot write the archive: No space left on device"
+    assert not dest.exists() and os.listdir(dest.parent) == []  # no partial archive, no temporary file
+    assert snapshot(src) == before
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root writes into read-only folders; simulated in the test above"
+)
+def test_read_only_destination_folder_is_one_error_line(tmp_path):
+    src = tmp_path / "src"
+    make_source(src, 2)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(folder / "o.zip")])
+    finally:
+        folder.chmod(0o755)
+    assert result.exit_code == 1
+    assert "cannot write the archive: Permission denied" in _error_line(result.output)
+
+
+def test_absurd_resolution_is_refused_before_any_work(tmp_path):
+    src = tmp_path / "src"
+    make_source(src, 2)
+    result = CliRunner().invoke(
+        main, ["--source", str(src), "--dest", str(tmp_path / "o.zip"), "--resolution", str(2**20)]
+    )
+    assert result.exit_code == 1  # once: gigabytes per image until the machine ran out of memory
+    assert (
+        _error_line(result.output) == "Error: resolution must be a power of two from 4 to 8192, got 1048576"
+    )
+    assert not (tmp_path / "o.zip").exists()

@@ -11,6 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 from dicom_helpers import REPO_ROOT, dicom_file, make_dicom, ramp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from data_processing import errors as E
 from data_processing.decoders import decoder_status, format_decoder_report, install_hint
@@ -250,3 +252,101 @@ def test_exception_hierarchy_groups_the_problems() -> None:
         cls.code for cls in vars(E).values() if isinstance(cls, type) and issubclass(cls, E.DicomInputError)
     ]
     assert len(codes) == len(set(codes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Absurd header values: a rendering or a clear error, never an internal error or an exhausted machine
+
+
+def test_absurd_image_sizes_are_refused_before_decoding(tmp_path) -> None:
+    from pydicom.uid import RLELossless
+
+    base = make_dicom(tmp_path / "base.dcm", ramp(16, 16, 0, 4095), bits_stored=12, window=(2048, 4096))
+    ds = pydicom.dcmread(base)
+    ds.compress(RLELossless)  # a decoder would allocate what the header claims
+    for rows, columns, vr, error, phrase in (
+        (
+            65535,
+            65535,
+            "US",
+            E.ImageTooLargeError,
+            "65535 x 65535 pixels per frame (4295 megapixels, 8.0 GiB",
+        ),
+        (2**20, 16, "UL", E.InvalidTagValueError, "(0028,0010) Rows is 1048576, expected 1 to 65535"),
+        (16, 2**20, "UL", E.InvalidTagValueError, "(0028,0011) Columns is 1048576, expected 1 to 65535"),
+    ):
+        del ds.Rows, ds.Columns
+        ds.add_new(0x00280010, vr, rows)
+        ds.add_new(0x00280011, vr, columns)
+        path = str(tmp_path / f"{rows}x{columns}.dcm")
+        ds.save_as(path)
+        expect(error, path, phrase, resolution=16)
+
+
+def test_absurd_rescale_and_window_values_give_clear_errors(tmp_path) -> None:
+    x = ramp(8, 8, 0, 4095)
+    expect(
+        E.InvalidModalityLUTError,
+        make_dicom(tmp_path / "r.dcm", x, bits_stored=12, rescale=(1e308, 1e308)),
+        "beyond the floating-point range",
+    )  # once an internal ZeroDivisionError
+    expect(
+        E.InvalidWindowError,
+        make_dicom(tmp_path / "w.dcm", x, bits_stored=12, window=(2048, 1e308)),
+        "maps every pixel to one grey level",
+    )  # once a NaN image written as if fine
+    narrow = render_dicom(
+        make_dicom(tmp_path / "n.dcm", x, bits_stored=12, window=(2000, 1e-300), voi_function="LINEAR_EXACT"),
+        RenderOptions(resolution=None),
+    )  # a window narrower than float32 resolves: a threshold at the centre
+    assert np.array_equal(narrow.display, (x > 2000).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def base_dataset(tmp_path_factory) -> pydicom.Dataset:
+    path = make_dicom(tmp_path_factory.mktemp("hdr") / "base.dcm", ramp(12, 10, 0, 4095), bits_stored=12)
+    return pydicom.dcmread(path)
+
+
+def _ds_number(value: float) -> str:
+    return f"{value:.6g}"  # a valid DS string (at most 16 characters)
+
+
+_magnitudes = st.sampled_from(
+    [1e-320, 1e-300, 1e-40, 1e-7, 1e-3, 0.7, 1.0, 3.0, 1e3, 4095.5, 1e7, 1e38, 1e300, 1e308]
+)
+_numbers = st.tuples(_magnitudes, st.floats(-1.0, 1.0)).map(lambda t: t[0] * t[1] if t[1] else t[0])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    window=st.none() | st.tuples(_numbers, _numbers),
+    function=st.sampled_from([None, "LINEAR", "LINEAR_EXACT", "SIGMOID"]),
+    rescale=st.none() | st.tuples(_numbers, _numbers),
+    mode=st.sampled_from(["auto", "percentile"]),
+    resolution=st.sampled_from([None, 8]),
+    monochrome1=st.booleans(),
+)
+def test_any_header_numbers_give_a_finite_image_or_a_dicom_input_error(
+    base_dataset, window, function, rescale, mode, resolution, monochrome1
+) -> None:
+    import copy
+    import warnings
+
+    ds = copy.deepcopy(base_dataset)
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = _ds_number(window[0]), _ds_number(window[1])
+    if function is not None:
+        ds.VOILUTFunction = function
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = _ds_number(rescale[0]), _ds_number(rescale[1])
+    if monochrome1:
+        ds.PhotometricInterpretation = "MONOCHROME1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy overflow/invalid-value chatter either
+        try:
+            result = render_dicom(ds, RenderOptions(resolution=resolution, window=mode))
+        except E.DicomInputError as exc:
+            assert exc.code not in ("dicom-input", "rendering") and str(exc).startswith(base_dataset.filename)
+            return
+    assert np.all(np.isfinite(result.display)) and result.display.min() >= 0.0 and result.display.max() <= 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dicom_helpers import make_dicom, ramp
 
-from data_processing.geometry import fit_image, fitted_size, reduce_box
+from data_processing.geometry import box_sums, fit_image, fitted_size, reduce_box
 from data_processing.render import RenderOptions, render_dicom
 
 
@@ -69,3 +69,19 @@ def test_monochrome1_film_padding_is_black_after_inversion(tmp_path) -> None:
     image = render_dicom(path, RenderOptions(resolution=32)).image
     assert np.all(image[:, :12] == 0) and np.all(image[:, 20:] == 0)
     assert image[:, 12:20].max() > 200  # low stored values are white in MONOCHROME1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_box_sums_of_full_range_pixels_do_not_wrap(dtype, k) -> None:
+    """Sums of raw uint8/uint16 pixels accumulate in the wider dtype (they once wrapped in the pixels' own)."""
+    top = np.iinfo(dtype).max
+    src = np.full((2 * k + 1, 3 * k + 2), top, dtype)
+    src[::2, ::3] = 0
+    sums = box_sums(src, k)
+    expected = np.add.reduceat(
+        np.add.reduceat(src.astype(np.int64), np.arange(0, src.shape[0], k), axis=0),
+        np.arange(0, src.shape[1], k),
+        axis=1,
+    )
+    assert np.array_equal(sums.astype(np.int64), expected)

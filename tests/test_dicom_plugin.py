@@ -202,3 +202,16 @@ def test_train_py_trains_straight_from_dicom(dicom_folder, tmp_path) -> None:
     assert opts["resolution"] == 16 and opts["cond"]
     assert list(run_dirs[0].glob("network-snapshot-*.safetensors"))
     assert tree_hashes(src) == before  # inputs untouched
+
+
+def test_unusable_options_and_cache_folders_are_usage_errors(dicom_folder, tmp_path) -> None:
+    src, labels = dicom_folder
+    with pytest.raises(click.UsageError, match="from 4 to 8192"):
+        dicom_plugin.validate_options(options(data=str(src), resolution=2**20))
+    with pytest.raises(click.UsageError, match="--dicom-workers must be >= 0"):
+        dicom_plugin.validate_options(options(data=str(src), dicom_workers=-1))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(click.UsageError, match=r"dicom plugin: cannot convert .* Not a directory"):
+        dicom_plugin.dataset_readers(
+            path=str(src), options=options(data=str(src)), cache_dir=str(tmp_path / "afile" / ".cache")
+        )

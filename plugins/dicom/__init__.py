@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from data_processing.convert import ConversionError
+from data_processing.convert import ConversionError, os_reason
 from data_processing.render import RenderOptions
 from plugins.dicom.cache import NoImagesConvertedError, ensure_converted, looks_like_dicom_folder
 from stylegan2_ada import devices
@@ -131,6 +131,10 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
         )
     except (ConversionError, NoImagesConvertedError) as exc:
         raise click.UsageError(f"dicom plugin: {exc}") from None
+    except OSError as exc:  # the cache folder cannot be created or written
+        raise click.UsageError(
+            f"dicom plugin: cannot convert {path} into {cache_dir}: {os_reason(exc)}"
+        ) from None
     if summary is not None:
         click.echo(summary.format(), err=True)
     return open_image_dataset(

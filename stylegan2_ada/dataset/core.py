@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch.utils.data
 
+from stylegan2_ada.limits import MIN_RESOLUTION
+
 from .decode import ImageHeader, decode_image, read_image_header
 from .errors import LIST_MAX, DatasetError, ImageDecodeError, first_few
 from .labels import DEFAULT_MAX_CLASSES, parse_dataset_json
 from .sources import IMAGE_EXTENSIONS, LABELS_FILE, READ_ERRORS, open_source
 
 __all__ = ["MIN_RESOLUTION", "ImageDataset", "open_image_dataset"]
-
-MIN_RESOLUTION = 4
 
 
 class ImageDataset(torch.utils.data.Dataset):
