@@ -85,9 +85,11 @@ def main(outdir: str, preset: str, device: str | None, quiet: bool) -> None:
     except _expected_errors() as exc:
         raise click.ClickException(str(exc)) from None
     total = sum(m["seconds"] for m in markers)
-    click.echo("\nStage                                        seconds  share")
+    cpu = sum(m["cpu_seconds"] for m in markers)
+    click.echo(f"\n{'stage':44s} {'seconds':>8s} {'share':>6s} {'CPU s':>8s}")
     for m in markers:
         note = "  (earlier run)" if m["skipped"] else ""
-        click.echo(f"{m['title'][:44]:44s} {m['seconds']:8.1f}  {m['seconds'] / total:5.0%}{note}")
-    click.echo(f"{'total':44s} {total:8.1f}")
+        share = m["seconds"] / total if total else 0.0
+        click.echo(f"{m['title'][:44]:44s} {m['seconds']:8.1f} {share:6.0%} {m['cpu_seconds']:8.1f}{note}")
+    click.echo(f"{'total':44s} {total:8.1f} {'':6s} {cpu:8.1f}")
     click.echo(f"\nReport: {demo.outdir / 'report.html'}")

@@ -27,15 +27,11 @@ class Preset:
     # the classifier of the spinegan plugin (and the metrics' feature extractor)
     classifier_epochs: int
     classifier_batch: int
-    # the two GANs (standard, and with the spinegan plugin)
+    # the two GANs (standard, and with the spinegan plugin): train.py's length options and the rest
     gan_kimg: float
     gan_tick: float
     gan_snap: int
-    gan_batch: int
-    gan_cbase: int
-    gan_cmax: int
-    gan_cfg: str
-    loader_workers: int | None  # train.py --workers (None: its default)
+    gan_options: str  # more train.py options, as on a command line
     domain_weight: float
     # metrics over training (FID and KID on the classifier's features)
     metrics: tuple[str, ...]
@@ -65,16 +61,12 @@ PRESETS: dict[str, Preset] = {
         films=64,
         resolution=32,
         test_fraction=0.25,
-        classifier_epochs=6,
+        classifier_epochs=4,
         classifier_batch=16,
-        gan_kimg=0.096,
+        gan_kimg=0.064,
         gan_tick=0.032,
         gan_snap=1,
-        gan_batch=16,
-        gan_cbase=512,
-        gan_cmax=32,
-        gan_cfg="cifar",
-        loader_workers=0,
+        gan_options="--cfg cifar --batch 16 --cbase 512 --cmax 32 --map-depth 2 --gamma 0.1 --dlr 0.001 --workers 0",
         domain_weight=0.1,
         metrics=("fid50k_full", "kid50k_full"),
         metrics_num=64,
@@ -85,7 +77,7 @@ PRESETS: dict[str, Preset] = {
         video_frames=12,
         counts=(16,),
         repeats=1,
-        experiment_epochs=4,
+        experiment_epochs=3,
         bootstrap=500,
     ),
     "full": Preset(
@@ -93,16 +85,12 @@ PRESETS: dict[str, Preset] = {
         films=400,
         resolution=32,
         test_fraction=0.25,
-        classifier_epochs=30,
+        classifier_epochs=20,
         classifier_batch=32,
-        gan_kimg=0.8,
-        gan_tick=0.1,
+        gan_kimg=10,
+        gan_tick=1,
         gan_snap=2,
-        gan_batch=16,
-        gan_cbase=2048,
-        gan_cmax=64,
-        gan_cfg="cifar",
-        loader_workers=0,
+        gan_options="--cfg cifar --batch 32 --cbase 1024 --cmax 64 --map-depth 2 --gamma 0.1 --dlr 0.001 --workers 1",
         domain_weight=0.1,
         metrics=("fid50k_full", "kid50k_full"),
         metrics_num=256,
@@ -113,7 +101,7 @@ PRESETS: dict[str, Preset] = {
         video_frames=30,
         counts=(100, 200),
         repeats=2,
-        experiment_epochs=20,
+        experiment_epochs=8,
         bootstrap=2000,
     ),
     "gpu": Preset(
@@ -126,11 +114,7 @@ PRESETS: dict[str, Preset] = {
         gan_kimg=300,
         gan_tick=4,
         gan_snap=10,
-        gan_batch=32,
-        gan_cbase=16384,
-        gan_cmax=256,
-        gan_cfg="auto",
-        loader_workers=None,
+        gan_options="--batch 32 --cbase 16384 --cmax 256 --map-depth 2",
         domain_weight=0.1,
         metrics=("fid50k_full", "kid50k_full", "pr50k3_full"),
         metrics_num=2000,

@@ -49,7 +49,7 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical
 th { background: #f2f2f2; }
 figure { display: inline-block; margin: .4em 1em .8em 0; vertical-align: top; }
 figcaption { font-size: .85em; color: #555; }
-img.pixels { image-rendering: pixelated; width: 100%; max-width: 520px; }
+img.pixels { image-rendering: pixelated; width: 480px; max-width: 100%; }
 img.figure { max-width: 100%; }
 .note { color: #555; font-size: .9em; }
 """
@@ -70,10 +70,14 @@ def _figure(src: str, caption: str, css: str = "figure") -> str:
     return f'<figure><img class="{css}" src="{_e(src)}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    head = (
+        ""
+        if header is None
+        else "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead>"
+    )
     body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 def _auc(d: dict[str, Any]) -> str:
@@ -156,7 +160,7 @@ def _data(o: dict[str, Any], outdir: Path, ctx: dict[str, Any]) -> str:
         ),
         ("split", sp["method"] + "; no patient on both sides"),
     ]
-    return _table(rows, ("", "")) + (
+    return _table(rows) + (
         f'<p class="note">DICOM files: <code>{_e(_rel(ph["dicom"], outdir))}</code>; findings: '
         f"<code>{_e(_rel(ph['annotations'], outdir))}</code>; conversion report: "
         f"<code>{_e(_rel(str(Path(conv['dataset']) / 'conversion_report.csv'), outdir))}</code>.</p>"
@@ -181,7 +185,7 @@ def _morph(o: dict[str, Any], outdir: Path, ctx: dict[str, Any]) -> str:
     s = o["08-samples"]
     src = _e(_rel(s["video"], outdir))
     return (
-        f'<video src="{src}" controls loop muted playsinline preload="auto" width="512" '
+        f'<video src="{src}" controls loop muted playsinline preload="auto" width="384" '
         f'style="image-rendering: pixelated"></video>'
         f'<p class="note">{_e(s["video_network"])}: the same latents, the class label moving from the first '
         f'class to the second (<a href="{src}">morph.mp4</a>).</p>'
@@ -232,13 +236,23 @@ def _runtime(o: dict[str, Any], outdir: Path, ctx: dict[str, Any]) -> str:
     markers = ctx["markers"]
     total = sum(m["seconds"] for m in markers)
     rows = [
-        (m["stage"], m["title"], f"{m['seconds']:.1f}", f"{m['seconds'] / total:.0%}" if total else "")
+        (
+            m["stage"],
+            m["title"],
+            f"{m['seconds']:.1f}",
+            f"{m['seconds'] / total:.0%}" if total else "",
+            f"{m['cpu_seconds']:.1f}",
+            f"{m['load_average']:.1f}",
+        )
         for m in markers
     ]
-    rows.append(("", "total", f"{total:.1f}", "100%"))
-    return _table(rows, ("stage", "", "seconds", "share")) + (
-        '<p class="note">Wall-clock seconds of each stage as it ran (stages resumed from an earlier run keep '
-        "their first time); the report stage itself is not included.</p>"
+    rows.append(("", "total", f"{total:.1f}", "100%", f"{sum(m['cpu_seconds'] for m in markers):.1f}", ""))
+    header = ("stage", "", "wall seconds", "share", "CPU seconds", "load average")
+    return _table(rows, header) + (
+        f'<p class="note">Wall-clock and CPU seconds (user + system, this process and its commands) of each '
+        f"stage as it ran, on {os.cpu_count()} CPUs; the load average (1 minute, at the stage's end) shows how "
+        "busy the machine was: above the number of CPUs, other work slowed the demo down. Stages resumed from "
+        "an earlier run keep their first figures; the report stage itself is not included.</p>"
     )
 
 

@@ -76,6 +76,10 @@ class Demo:
         except (OSError, ValueError, KeyError) as exc:
             raise DemoError(f"{path}: the stage's marker is missing or unreadable ({exc})") from None
 
+    def quiet_flag(self, flag: str) -> list[str]:
+        """``[flag]`` when progress bars are off, else ``[]``."""
+        return [] if self.progress else [flag]
+
     def run(self, args: list[str], *, ok: tuple[int, ...] = (0,)) -> int:
         """Run ``python ARGS`` from the repository root (its output goes to ours); DemoError unless its
         exit status is in ``ok``."""
@@ -106,19 +110,18 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def phantoms(demo: Demo) -> dict[str, Any]:
     p = demo.preset
     cohort = demo.folder("01-phantoms") / "cohort"
-    demo.run(
-        [
-            "-m",
-            "data_processing",
-            "phantoms",
-            "--out",
-            str(cohort),
-            "--count",
-            str(p.films),
-            "--seed",
-            str(p.seed),
-        ]
-    )
+    args = [
+        "-m",
+        "data_processing",
+        "phantoms",
+        "--out",
+        str(cohort),
+        "--count",
+        str(p.films),
+        "--seed",
+        str(p.seed),
+    ]
+    demo.run(args + demo.quiet_flag("--no-progress"))
     rows = _csv_rows(cohort / "annotations.csv")
     lesions: dict[str, set[str]] = {}
     for row in rows:
@@ -146,7 +149,9 @@ def convert(demo: Demo) -> dict[str, Any]:
     workers = str(min(2, os.cpu_count() or 1))
     args = ["-m", "data_processing", "convert", "--dicom", cohort["dicom"], "--labels", cohort["annotations"]]
     args += ["--outdir", str(out), "--resolution", str(demo.preset.resolution), "--workers", workers]
-    status = demo.run(args, ok=(0, 1))  # 1: some files failed; they are in the report, the rest goes on
+    status = demo.run(
+        args + demo.quiet_flag("--no-progress"), ok=(0, 1)
+    )  # 1: some files failed; they are in the report, the rest goes on
     statuses: dict[str, int] = {}
     for row in _csv_rows(out / "conversion_report.csv"):
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
@@ -263,31 +268,16 @@ def _gan(demo: Demo, stage: str, extra: list[str]) -> dict[str, Any]:
     p = demo.preset
     folder = demo.folder(stage)
     args = [str(REPO_ROOT / "train.py"), "--outdir", str(folder), "--data", demo.outputs("03-split")["train"]]
-    args += [
-        "--cond",
-        "1",
-        "--mirror",
-        "1",
-        "--cfg",
-        p.gan_cfg,
-        "--kimg",
-        str(p.gan_kimg),
-        "--tick",
-        str(p.gan_tick),
-    ]
+    args += ["--cond", "1", "--mirror", "1", "--kimg", str(p.gan_kimg), "--tick", str(p.gan_tick)]
     args += [
         "--snap",
         str(p.gan_snap),
-        "--batch",
-        str(p.gan_batch),
-        "--cbase",
-        str(p.gan_cbase),
-        "--cmax",
-        str(p.gan_cmax),
+        "--seed",
+        str(p.seed),
+        "--device",
+        demo.device,
+        *shlex.split(p.gan_options),
     ]
-    args += ["--seed", str(p.seed), "--device", demo.device]
-    if p.loader_workers is not None:
-        args += ["--workers", str(p.loader_workers)]
     demo.run(args + extra)
     runs = sorted(d for d in folder.iterdir() if d.is_dir() and d.name[:5].isdigit())
     if len(runs) != 1:
@@ -338,6 +328,10 @@ def _classifier_extractor(path: str, device: str) -> Any:
     )
 
 
+#: The training statistics plotted: G and D losses, and the spinegan plugin's term and agreement.
+_LOSS_STATS = ("Loss/G/loss", "Loss/D/loss", "Loss/spinegan/domain", "Domain/agreement")
+
+
 def _snapshot_kimg(path: str) -> float:
     """``network-snapshot-000000.240.safetensors`` -> 0.24 (the loop's kimg labels)."""
     return float(Path(path).name[len("network-snapshot-") : -len(".safetensors")])
@@ -385,7 +379,7 @@ def metrics(demo: Demo) -> dict[str, Any]:
         dirs, folder / "metrics.png", metrics=None, stats=[], labels=labels, title="Metrics over training"
     )
     plot_curves(
-        dirs, folder / "losses.png", metrics=[], stats=None, labels=labels, title="Training losses", smooth=1
+        dirs, folder / "losses.png", metrics=[], stats=_LOSS_STATS, labels=labels, title="Training losses"
     )
     final = {}
     for run, d in zip(runs, dirs):
@@ -445,20 +439,9 @@ def samples(demo: Demo) -> dict[str, Any]:
             grids[name][net_name] = str(path)
     video = folder / "morph.mp4"
     spinegan = demo.outputs("06-gan-spinegan")["final"]
-    demo.run(
-        [
-            "gen_video.py",
-            "--network",
-            spinegan,
-            "--seeds",
-            p.video_seeds,
-            "--grid",
-            p.video_grid,
-            "--morph",
-            "0,1",
-        ]
-        + ["--w-frames", str(p.video_frames), "--output", str(video)]
-    )
+    args = ["gen_video.py", "--network", spinegan, "--seeds", p.video_seeds, "--grid", p.video_grid]
+    args += ["--morph", "0,1,0", "--w-frames", str(p.video_frames), "--fps", "24", "--device", demo.device]
+    demo.run(args + ["--output", str(video)] + demo.quiet_flag("--quiet"))
     return {
         "grids": grids,
         "video": str(video),
@@ -551,6 +534,12 @@ def _claim(outdir: Path, settings: dict[str, Any]) -> None:
     write_json_atomic(record, settings)
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children so far (user + system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -573,7 +562,7 @@ def run_demo(demo: Demo, stages: tuple[Stage, ...] = STAGES) -> list[dict[str, A
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted attempt of this stage: start it again from nothing
         folder.mkdir(parents=True)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         try:
             outputs = stage.run(demo)
         except DemoError as exc:
@@ -582,6 +571,8 @@ def run_demo(demo: Demo, stages: tuple[Stage, ...] = STAGES) -> list[dict[str, A
             "stage": stage.name,
             "title": stage.title,
             "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(_cpu_seconds() - cpu, 2),
+            "load_average": round(os.getloadavg()[0], 2),  # 1-minute, at the end: how busy the machine was
             "outputs": outputs,
         }
         write_json_atomic(marker, record)
