@@ -295,7 +295,9 @@ def _generated_manifest_matches(folder: str, sha256: str, seeds: list[int], psi:
     )
 
 
-def _generate(config: ExperimentConfig, spec: SourceSpec, class_names: list[str], say: Callable) -> str:
+def _generate(
+    config: ExperimentConfig, spec: SourceSpec, class_names: list[str], say: Callable, progress: bool
+) -> str:
     """Generate ``max(counts)`` images per class from ``spec.network``; the folder of class folders."""
     from stylegan2_ada import checkpoint as ckpt
     from stylegan2_ada.generation import generate_images, select_generator
@@ -326,19 +328,19 @@ def _generate(config: ExperimentConfig, spec: SourceSpec, class_names: list[str]
             truncation_psi=config.truncation_psi,
             batch_size=config.gen_batch,
             device=config.train.device,
-            progress=True,
+            progress=progress,
         )
     return root
 
 
-def _synthetic_sources(config: ExperimentConfig, data: _Data, say: Callable) -> None:
+def _synthetic_sources(config: ExperimentConfig, data: _Data, say: Callable, progress: bool) -> None:
     """Fill ``data.synthetic``: every source's folder, its images per class and fingerprints; generated
     sets are made first. Every source must have ``max(counts)`` images of each class."""
     from classification.data import prepare_data
 
     for spec in config.sources:
         generated = spec.network is not None
-        path = _generate(config, spec, data.class_names, say) if generated else spec.folder
+        path = _generate(config, spec, data.class_names, say, progress) if generated else spec.folder
         assert path is not None
         opened = prepare_data([config.real_train], synthetic=[path], seed=config.seed)
         summary = opened.summary()
@@ -709,7 +711,7 @@ def run_experiment(
     _check(config)
     os.makedirs(config.out, exist_ok=True)
     data = _open_real(config)
-    _synthetic_sources(config, data, say)
+    _synthetic_sources(config, data, say, progress)
     seeds = [config.seed + r for r in range(config.repeats)]
     for seed in seeds:
         _write_split(config, seed, os.path.join(config.out, "splits", f"seed-{seed}"))
