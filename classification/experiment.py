@@ -386,15 +386,19 @@ def _cell_train_config(config: ExperimentConfig, condition: Condition, seed: int
     )
 
 
+def _train_settings(train: TrainConfig) -> dict[str, Any]:
+    """``train`` as JSON reads it back (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(train)))
+
+
 def _identity(
     config: ExperimentConfig, condition: Condition, train: TrainConfig, data: _Data
 ) -> dict[str, Any]:
     """What a finished cell must match to be reused: its training settings (not the device or the loader
     processes, which do not change what is learnt) and the fingerprints of every input."""
-    settings = dataclasses.asdict(train)
+    settings = _train_settings(train)
     for key in ("device", "workers"):
         settings.pop(key)
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back from JSON
     return {
         "condition": dataclasses.asdict(condition),
         "train": settings,
@@ -733,7 +737,20 @@ def run_experiment(
     summary = _summary_table(runs, order)
     _write_tables(config, runs, summary)
     _plot(config, summary, order, seeds, data.test_n)
-    manifest = {
+    manifest = _manifest(config, data, seeds, done, time.perf_counter() - started)
+    write_json_atomic(os.path.join(config.out, MANIFEST_JSON), manifest)
+    return manifest
+
+
+def _manifest(
+    config: ExperimentConfig,
+    data: _Data,
+    seeds: list[int],
+    done: Sequence[tuple[Condition, int, dict[str, Any]]],
+    seconds: float,
+) -> dict[str, Any]:
+    """``experiment.json``: settings, data fingerprints, the synthetic sets, every cell, versions."""
+    return {
         "format": EXPERIMENT_FORMAT,
         "format_version": EXPERIMENT_FORMAT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -750,11 +767,7 @@ def run_experiment(
             name: {**info, **_generation_record(info["path"])} if info["generated"] else info
             for name, info in data.synthetic.items()
         },
-        "training": json.loads(
-            json.dumps(
-                dataclasses.asdict(dataclasses.replace(config.train, data=(), val_data=(), synthetic=()))
-            )
-        ),
+        "training": _train_settings(dataclasses.replace(config.train, data=(), val_data=(), synthetic=())),
         "validation": "a split of the real training set per seed (splits/seed-S/val); the test set is never used",
         "bootstrap": {"n_resamples": config.n_resamples, "seed": config.seed, "confidence": 0.95},
         "cells": [
@@ -769,10 +782,8 @@ def run_experiment(
         ],
         "files": {"runs": RUNS_CSV, "summary": SUMMARY_CSV, "markdown": RESULTS_MD, "roc": ROC_PNG},
         "software": _software(),
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
     }
-    write_json_atomic(os.path.join(config.out, MANIFEST_JSON), manifest)
-    return manifest
 
 
 def _generation_record(root: str) -> dict[str, Any]:

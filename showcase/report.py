@@ -49,7 +49,7 @@ th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical
 th { background: #f2f2f2; }
 figure { display: inline-block; margin: .4em 1em .8em 0; vertical-align: top; }
 figcaption { font-size: .85em; color: #555; }
-img.pixels { image-rendering: pixelated; width: 480px; max-width: 100%; }
+img.pixels { image-rendering: pixelated; width: 340px; max-width: 100%; }
 img.figure { max-width: 100%; }
 .note { color: #555; font-size: .9em; }
 """

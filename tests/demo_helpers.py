@@ -3,6 +3,7 @@ of a report (Debian's Chromium driven by playwright)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from conftest import REPO_ROOT, in_ci
 @functools.cache
 def ci_demo() -> tuple[Path, subprocess.CompletedProcess]:
     """``python demo.py --preset ci`` into a fresh folder, once per session: (folder, the finished process)."""
-    outdir = Path(tempfile.mkdtemp(prefix="spinegan-demo-ci-")) / "demo"
+    root = tempfile.mkdtemp(prefix="spinegan-demo-ci-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    outdir = Path(root) / "demo"
     result = subprocess.run(
         [sys.executable, "demo.py", "--outdir", str(outdir), "--preset", "ci", "--quiet"],
         cwd=REPO_ROOT,
