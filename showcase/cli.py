@@ -17,36 +17,6 @@ from showcase.presets import PRESETS
 __all__ = ["main"]
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The error types that mean bad input or a failed step, not a bug (imported lazily: start-up time)."""
-    from classification.evaluate import EvaluationError
-    from classification.experiment import ExperimentError
-    from classification.model_file import ClassifierFileError
-    from classification.train import TrainingError
-    from showcase.stages import DemoError
-    from stylegan2_ada.checkpoint import CheckpointError
-    from stylegan2_ada.dataset import DatasetError
-    from stylegan2_ada.generation import GenerationError
-    from stylegan2_ada.metrics.curves import CurvesError
-    from stylegan2_ada.metrics.extractors import DetectorError
-    from stylegan2_ada.metrics.features import MetricError
-
-    return (
-        DemoError,
-        EvaluationError,
-        ExperimentError,
-        ClassifierFileError,
-        TrainingError,
-        CheckpointError,
-        DatasetError,
-        GenerationError,
-        CurvesError,
-        DetectorError,
-        MetricError,
-        OSError,
-    )
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--outdir", default="runs/demo", metavar="DIR", help="The demo folder (a rerun resumes it).")
 @click.option(
@@ -65,7 +35,7 @@ def main(outdir: str, preset: str, device: str | None, quiet: bool) -> None:
     """The whole pipeline on phantom data the project makes itself, DICOM to report.html:
     phantom cohort, conversion, split by patient, classifier, standard and SpineGAN conditional GANs,
     metrics over training, samples and a class-morph clip, the synthetic-learning experiment."""
-    from showcase.stages import Demo, run_demo
+    from showcase.stages import Demo, DemoError, run_demo
     from stylegan2_ada import devices
 
     chosen = PRESETS[preset]
@@ -82,7 +52,7 @@ def main(outdir: str, preset: str, device: str | None, quiet: bool) -> None:
             f"\nInterrupted. Finished stages are kept: run the same command to resume ({outdir}).", err=True
         )
         sys.exit(130)
-    except _expected_errors() as exc:
+    except DemoError as exc:
         raise click.ClickException(str(exc)) from None
     total = sum(m["seconds"] for m in markers)
     cpu = sum(m["cpu_seconds"] for m in markers)

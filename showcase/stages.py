@@ -506,6 +506,35 @@ STAGES: tuple[Stage, ...] = (
 # The runner.
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The error types that mean bad input or a failed step, not a bug (imported lazily: start-up time)."""
+    from classification.evaluate import EvaluationError
+    from classification.experiment import ExperimentError
+    from classification.model_file import ClassifierFileError
+    from classification.train import TrainingError
+    from stylegan2_ada.checkpoint import CheckpointError
+    from stylegan2_ada.dataset import DatasetError
+    from stylegan2_ada.generation import GenerationError
+    from stylegan2_ada.metrics.curves import CurvesError
+    from stylegan2_ada.metrics.extractors import DetectorError
+    from stylegan2_ada.metrics.features import MetricError
+
+    return (
+        DemoError,
+        EvaluationError,
+        ExperimentError,
+        ClassifierFileError,
+        TrainingError,
+        CheckpointError,
+        DatasetError,
+        GenerationError,
+        CurvesError,
+        DetectorError,
+        MetricError,
+        OSError,
+    )
+
+
 def _settings(preset: Preset, device: str) -> dict[str, Any]:
     return {"format": DEMO_FORMAT, "preset": preset.as_dict(), "device": device}
 
@@ -565,7 +594,7 @@ def run_demo(demo: Demo, stages: tuple[Stage, ...] = STAGES) -> list[dict[str, A
         started, cpu = time.perf_counter(), _cpu_seconds()
         try:
             outputs = stage.run(demo)
-        except DemoError as exc:
+        except _expected_errors() as exc:
             raise DemoError(f"stage {stage.name} ({stage.title}) failed: {exc}") from None
         record = {
             "stage": stage.name,
