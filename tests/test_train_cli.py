@@ -136,7 +136,7 @@ def _net(tmp_path: Path, res: int) -> Path:
         ),
         (["--gpus", "2"], "torchrun --nproc_per_node=2"),
         (["--batch", "3", "--gpus", "2"], "--batch=3 must be divisible by --gpus=2"),
-        (["--metrics", "fid50k_full"], "metrics are not implemented yet; only `none`"),
+        (["--metrics", "fid50k_full"], "--metrics fid50k_full needs --detector PATH"),
         (["--kimg", "0"], "--kimg must be > 0"),
         (["--kimg", "inf"], "--kimg must be a finite number, got inf"),
         (["--gamma", "nan"], "--gamma must be a finite number, got nan"),

@@ -198,7 +198,10 @@ INT_VALID = {
     "workers": lambda v: v >= 0,
     "max_classes": lambda v: v >= 1,
     "max_bad_images": lambda v: v >= 0,
+    "metrics_num": lambda v: v >= 2,
 }
+# What an option needs beside it to be checked alone (it only applies together with those).
+INT_ALONE_NEEDS = {"metrics_num": {"metrics": "fid50k_full", "detector": __file__}}
 
 
 # Integer options without a combination rule in a dry run on 4 images (no --batch/--gpus/--subset/--freezed
@@ -236,7 +239,7 @@ def test_every_numeric_option_has_a_property_test() -> None:
 )
 def test_int_options_alone(name: str, value: int) -> None:
     """Each integer option alone: in range passes the command-line checks, else an OptionsError naming it."""
-    raw = {"outdir": "o", "data": "d", name: value}
+    raw = {"outdir": "o", "data": "d", **INT_ALONE_NEEDS.get(name, {}), name: value}
     if INT_VALID[name](value):
         check_cli(raw)
     else:

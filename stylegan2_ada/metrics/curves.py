@@ -68,7 +68,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _record_kimg(record: dict) -> float | None:
+def record_kimg(record: dict) -> float | None:
     if _finite(record.get("kimg")):
         return float(record["kimg"])
     match = _SNAPSHOT_KIMG.search(str(record.get("snapshot_pkl") or ""))
@@ -85,7 +85,7 @@ def read_metric_curves(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Curve
         records, bad = _json_lines(path)
         skipped += bad
         for record in records:
-            kimg, results = _record_kimg(record), record.get("results")
+            kimg, results = record_kimg(record), record.get("results")
             if kimg is None or not isinstance(results, dict):
                 skipped += 1
                 continue

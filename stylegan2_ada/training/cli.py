@@ -130,6 +130,7 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
     from stylegan2_ada.training.data import open_training_dataset
     from stylegan2_ada.training.distributed import dist_info_from_env
+    from stylegan2_ada.training.evaluation import check_detector
     from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
 
     core = with_cli_defaults({k: v for k, v in raw.items() if k in CLI_DEFAULTS})
@@ -173,6 +174,7 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             plugin_options=plugin_opts,
         )
         opts.plugins = list(plugin_names)
+        check_detector(opts, pm)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc
     if pm is not None:

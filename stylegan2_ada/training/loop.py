@@ -40,6 +40,7 @@ from stylegan2_ada.training.data import (
     without_failures,
 )
 from stylegan2_ada.training.ema import ema_beta, update_ema
+from stylegan2_ada.training.evaluation import SnapshotMetrics, setup_snapshot_metrics
 from stylegan2_ada.training.grids import generate_grid_images, save_image_grid, select_grid
 from stylegan2_ada.training.logfile import LogTee
 from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
@@ -411,6 +412,7 @@ class Run:
     start_time: float = field(default_factory=time.time)
     snapshots: list[Path] = field(default_factory=list)
     last_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: SnapshotMetrics | None = None  # --metrics, evaluated after each snapshot (.evaluation)
 
 
 def training_loop(
@@ -633,6 +635,17 @@ def setup_run(
         bad_items=bad_items,
         start_time=start_time,
     )
+    run.metrics = setup_snapshot_metrics(
+        o,
+        dataset=dataset,
+        device=device,
+        info=info,
+        run_dir=run_dir,
+        writer=run.writer,
+        pm=pm,
+        say=say,
+        cur_nimg=state.cur_nimg,
+    )
 
     # Image grids (their own fixed random draws; the training RNG is untouched).
     if run_dir is not None:
@@ -796,6 +809,8 @@ def end_of_tick(run: Run, done: bool) -> None:
     dist.check_consistency([("G", run.G), ("D", run.D), ("G_ema", run.G_ema)], info)
     pstates = plugin_states(run.pm, run.ctx) if run.pm is not None else {}
     if run.run_dir is None:
+        if run.metrics is not None:  # every rank takes part in the metrics
+            run.metrics.evaluate(run.G_ema, None, state.cur_nimg)
         return
     next_state = TrainingState(
         cur_nimg=state.cur_nimg,
@@ -824,3 +839,5 @@ def end_of_tick(run: Run, done: bool) -> None:
     )
     run.snapshots.append(path)
     run.say(f"Saved {path.name}")
+    if run.metrics is not None:
+        run.metrics.evaluate(run.G_ema, path, state.cur_nimg)

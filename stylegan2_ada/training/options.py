@@ -26,6 +26,7 @@ from typing import Any
 from stylegan2_ada import devices
 from stylegan2_ada.augment import AUGPIPE_SPECS, DEFAULT_ADA_KIMG, DEFAULT_ADA_TARGET, RESUME_ADA_KIMG
 from stylegan2_ada.dataset import DEFAULT_MAX_CLASSES
+from stylegan2_ada.metrics.runner import METRICS, MetricError, parse_metric_list
 
 CFG_NAMES = ("auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar")
 AUG_MODES = ("noaug", "ada", "fixed")
@@ -158,10 +159,30 @@ def _default_ada_kimg(r: Resolution) -> float:
 
 
 def _metrics_problem(value: str) -> str | None:
-    metrics = [m.strip() for m in str(value).split(",") if m.strip()]
-    if metrics in ([], ["none"]):
-        return None
-    return f"{','.join(metrics)}: metrics are not implemented yet; only `none` is accepted"
+    try:
+        parse_metric_list(str(value))
+    except MetricError as exc:
+        return f"{value}: {exc}"
+    return None
+
+
+def _detector_problem(value: str) -> str | None:
+    # Only that it exists here: a plugin may read folders; the file is loaded and checked once the
+    # device and the plugins are known (stylegan2_ada.training.evaluation.check_detector).
+    return None if os.path.exists(value) else f"{value}: no such file"
+
+
+def check_metric_options(raw: Mapping[str, Any]) -> None:
+    """``--metrics`` needs ``--detector``; ``--detector`` and ``--metrics-num`` need ``--metrics``."""
+    if not parse_metric_list(str(raw["metrics"])):
+        for name in ("detector", "metrics_num"):
+            if raw[name] is not None:
+                raise OptionsError(f"{flag_name(name)} only applies with --metrics (now {raw['metrics']!r})")
+    elif raw["detector"] is None:
+        raise OptionsError(
+            f"--metrics {raw['metrics']} needs --detector PATH: the feature extractor, a local file "
+            "(TorchScript, torch.export, torchvision weights; see docs/metrics.md). Nothing is downloaded"
+        )
 
 
 @dataclass(frozen=True)
@@ -315,9 +336,26 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "metrics",
         str,
-        "Quality metrics: only `none` (not implemented yet).",
+        f"Quality metrics at each snapshot, comma-separated ({', '.join(METRICS)}), or none; needs --detector.",
         default="none",
         check=_metrics_problem,
+        metavar="LIST",
+    ),
+    OptionSpec(
+        "detector",
+        str,
+        "Feature extractor of --metrics: a local file (TorchScript, torch.export .pt2, torchvision weights, "
+        "or a kind a --plugin reads); see docs/metrics.md.",
+        check=_detector_problem,
+        metavar="PATH",
+    ),
+    OptionSpec(
+        "metrics_num",
+        int,
+        "Generated images per metric evaluation (use fewer for small data and quick runs).",
+        check=Range(ge=2),
+        fallback=Fallback(lambda r: None, "each metric's own, 50000"),
+        metavar="N",
     ),
     OptionSpec("seed", int, "Random seed.", default=0, check=Range(ge=0, le=2**32 - 1)),
     OptionSpec(
@@ -442,6 +480,8 @@ class TrainingOptions:
     freezed: int
     fp32: bool
     metrics: list[str]
+    detector: str | None
+    metrics_num: int | None
     seed: int
     workers: int
     device: str
@@ -547,6 +587,7 @@ def check_cli(raw: Mapping[str, Any]) -> None:
         raise OptionsError("--p can only be given with --aug=fixed (ADA sets p itself)")
     if aug == "fixed" and p is None:
         raise OptionsError("--aug=fixed needs --p (the augmentation probability, 0 to 1)")
+    check_metric_options(raw)
     for name in ("target", "ada_kimg"):
         if raw[name] is not None and aug != "ada":
             raise OptionsError(f"{flag_name(name)} only applies to --aug=ada")
@@ -760,7 +801,7 @@ def resolve_options(
         plugins=v["plugin"],
         resume=resume.path if resume is not None else None,
         resume_format=resume.format if resume is not None else None,
-        metrics=[],
+        metrics=parse_metric_list(v["metrics"]),
         dataset_name=dataset.name,
         resolution=res,
         img_channels=dataset.num_channels,
