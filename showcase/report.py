@@ -187,8 +187,9 @@ def _morph(o: dict[str, Any], outdir: Path, ctx: dict[str, Any]) -> str:
     return (
         f'<video src="{src}" controls loop muted playsinline preload="auto" width="384" '
         f'style="image-rendering: pixelated"></video>'
-        f'<p class="note">{_e(s["video_network"])}: the same latents, the class label moving from the first '
-        f'class to the second (<a href="{src}">morph.mp4</a>).</p>'
+        f'<p class="note">{_e(s["video_network"])}, final snapshot: the same latents, the class label moving '
+        f"{_e(' → '.join(s['video_classes']))} "
+        f'(<a href="{src}">morph.mp4</a>).</p>'
     )
 
 

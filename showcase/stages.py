@@ -446,6 +446,7 @@ def samples(demo: Demo) -> dict[str, Any]:
         "grids": grids,
         "video": str(video),
         "video_network": NETWORK_NAMES["06-gan-spinegan"],
+        "video_classes": [data["class_names"][k] for k in (0, 1, 0)],
         "seeds": list(range(n)),
     }
 

@@ -98,6 +98,7 @@ def _stage_outputs(root: Path) -> dict[str, dict]:
             "grids": grids,
             "video": _mp4(root / "08-samples" / "morph.mp4"),
             "video_network": "SpineGAN",
+            "video_classes": ["normal", "abnormal", "normal"],
             "seeds": list(range(8)),
         },
         "09-experiment": {
