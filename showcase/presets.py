@@ -85,9 +85,9 @@ PRESETS: dict[str, Preset] = {
         films=400,
         resolution=128,  # the phantoms' lesions need it: a small classifier is at chance at 32-64 px
         test_fraction=0.25,
-        classifier_epochs=15,
+        classifier_epochs=12,
         classifier_batch=32,
-        gan_kimg=1.0,
+        gan_kimg=0.75,
         gan_tick=0.25,
         gan_snap=2,
         gan_options="--cfg cifar --batch 16 --cbase 512 --cmax 32 --map-depth 2 --gamma 0.1 --dlr 0.001 --workers 1",
@@ -101,7 +101,7 @@ PRESETS: dict[str, Preset] = {
         video_frames=30,
         counts=(50, 100),
         repeats=2,
-        experiment_epochs=6,
+        experiment_epochs=5,
         bootstrap=2000,
     ),
     "gpu": Preset(
