@@ -99,6 +99,12 @@ def _trunc_option(ctx: click.Context, param: click.Parameter, value: float) -> f
     default=None,
     help="Device [default: cuda if available, else cpu].",
 )
+@click.option(
+    "--compile",
+    "compile_networks",
+    is_flag=True,
+    help="Compile the synthesis network with torch.compile (eager, with a message, where unavailable).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(
     network: str,
@@ -109,6 +115,7 @@ def main(
     noise_mode: str,
     batch_size: int,
     device: str | None,
+    compile_networks: bool,
     quiet: bool,
 ) -> None:
     """Generate one PNG per seed, plus manifest.json, in OUTDIR."""
@@ -123,6 +130,7 @@ def main(
             batch_size=batch_size,
             device=device,
             progress=not quiet,
+            compile_networks=compile_networks,
         )
     except GenerationError as exc:
         if exc.param:

@@ -21,7 +21,10 @@ Two classes (scores = probability of ``class_names[1]``, the positive class)
       resamples and seed 0 by default);
     * the operating threshold (positive iff ``score >= threshold``), chosen in this order:
       ``"given"`` (``--threshold``), ``"val_youden"`` (maximum Youden J on ``--val-data``, scored by the
-      same model), else ``"test_youden"`` (Youden on the test set itself, flagged ``optimistic``: the
+      same model), ``"model_validation_youden"`` (the Youden threshold the model file records for its
+      own validation split, used only when the file also records the fingerprints of its training and
+      validation sources and the test data are none of them: see :func:`model_validation_threshold`),
+      else ``"test_youden"`` (Youden on the test set itself, flagged ``optimistic``: the
       sensitivity/specificity there are biased upwards and must not be reported as test performance);
     * sensitivity, specificity, PPV, NPV, F1 and accuracy at that threshold.
 
@@ -71,7 +74,15 @@ from stylegan2_ada.dataset import DatasetError, open_image_dataset
 from stylegan2_ada.devices import DEVICES, default_workers, resolve_device
 from stylegan2_ada.training.data import images_to_float
 
-__all__ = ["EvaluationError", "REPORT_FORMAT", "evaluate", "evaluate_command", "predict_dataset"]
+__all__ = [
+    "EvaluationError",
+    "REPORT_FORMAT",
+    "evaluate",
+    "evaluate_command",
+    "model_validation_threshold",
+    "predict_dataset",
+    "seen_by_model",
+]
 
 REPORT_FORMAT = "spinegan-classifier-evaluation"
 REPORT_FORMAT_VERSION = 1
@@ -82,6 +93,17 @@ THRESHOLD_RULE = "positive iff score >= threshold"
 OPTIMISTIC_NOTE = (
     "threshold chosen on the test data itself (no --threshold or --val-data): the sensitivity, "
     "specificity and other rates at it are optimistically biased"
+)
+
+
+MODEL_THRESHOLD_NOTE = (
+    "threshold chosen before seeing the test data, on the model's own validation split (recorded in the "
+    "model file; the test data are not among its recorded sources): the rates at it are unbiased for "
+    "this threshold, which a small validation split may however place far from the test set's best"
+)
+SEEN_DATA_WARNING = (
+    "the test data are identical to one of the model's training or validation sources (same "
+    "fingerprint): every figure here is measured on data the model has seen"
 )
 
 
@@ -293,11 +315,73 @@ def _score_columns(prefix: str, scores: np.ndarray, class_names: Sequence[str]) 
 # Two classes and more.
 
 
+def _source_fingerprints(classifier: Any) -> set[str] | None:
+    """The SHA-256 fingerprints of every source the model file records, or ``None`` when it records none
+    or not all of them (imported or hand-described files)."""
+    sources = (getattr(classifier.meta, "training_data", None) or {}).get("sources") or []
+    found = {s.get("sha256") for s in sources if isinstance(s, Mapping)}
+    if not sources or len(found) == 0 or not all(isinstance(f, str) and f for f in found):
+        return None
+    return found
+
+
+def seen_by_model(classifier: Any, dataset: Any) -> bool:
+    """Whether ``dataset`` is identical (same fingerprint) to one of the sources the model file records
+    it was trained or validated on. Reads every image of ``dataset`` once; ``False`` when the file records
+    no fingerprints."""
+    fingerprints = _source_fingerprints(classifier)
+    if fingerprints is None:
+        return False
+    from classification.data import fingerprint
+
+    return fingerprint(dataset) in fingerprints
+
+
+def model_validation_threshold(classifier: Any) -> dict[str, Any] | None:
+    """The Youden threshold the model file records for its validation split, as a
+    ``"model_validation_youden"`` threshold record, or ``None`` when the file cannot vouch for it.
+
+    Why it is sound: the threshold was fixed on real validation images, disjoint from the model's training
+    images, before the test data were looked at, so sensitivity and specificity measured at it on
+    independent test data are unbiased (the validation split also chose the epoch, which makes the
+    *validation* figures optimistic, not the test figures). It needs the file to record the fingerprints
+    of all its sources (what ``python -m classification train`` writes; imported or hand-described files
+    do not, so nothing shows that their validation data are not the test data); the caller must also
+    have checked with :func:`seen_by_model` that the test data are none of them. Identical sources are
+    caught; a test set that merely shares images with a source is not (keep test images out of training).
+    """
+    meta = classifier.meta
+    validation = getattr(meta, "validation", None) or {}
+    value = validation.get("youden_threshold")
+    usable = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    if not usable or _source_fingerprints(classifier) is None:
+        return None
+    sens, spec = validation.get("sensitivity_at_youden"), validation.get("specificity_at_youden")
+    sources = meta.training_data["sources"]
+    return {
+        "value": float(value),
+        "source": "model_validation_youden",
+        "optimistic": False,
+        "youden_j_on_validation": None if sens is None or spec is None else sens + spec - 1,
+        "validation_auc": validation.get("auc"),
+        "validation_data": {
+            "n": validation.get("n"),
+            "counts": meta.training_data.get("val_counts"),
+            "split": meta.training_data.get("split"),
+            "sources": [
+                {k: s.get(k) for k in ("path", "role", "sha256")} for s in sources if s.get("kind") == "real"
+            ],
+        },
+        "note": MODEL_THRESHOLD_NOTE,
+    }
+
+
 def _choose_threshold(
     labels: np.ndarray,
     scores: np.ndarray,
     threshold: float | None,
     val: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None,
+    stored: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
@@ -317,6 +401,8 @@ def _choose_threshold(
             "validation_auc": stats.auc(val_labels, val_scores),
             "validation_data": val_info,
         }
+    if stored is not None:
+        return stored
     value, j = stats.youden_threshold(labels, scores)
     return {
         "value": value,
@@ -335,13 +421,14 @@ def _binary_report(
     names: tuple[str, str],
     threshold: float | None,
     val: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None,
+    stored: dict[str, Any] | None,
     boot: dict[str, Any],
 ) -> tuple[dict[str, Any], list[RocCurve]]:
     try:
         ci = stats.bootstrap_auc_ci(labels, scores, **boot)
     except ValueError as exc:
         raise EvaluationError(f"test data: {exc}") from None
-    chosen = _choose_threshold(labels, scores, threshold, val)
+    chosen = _choose_threshold(labels, scores, threshold, val, stored)
     at = stats.metrics_at_threshold(labels, scores, chosen["value"])
     fpr, tpr, _ = stats.roc_points(labels, scores)
     operating = (1.0 - at.specificity, at.sensitivity)  # both defined: the test set has both classes
@@ -515,10 +602,14 @@ def evaluate(
         val_labels, val_scores = predict_dataset(classifier, val_dataset, **scoring)
         val = (val_labels, val_scores, data_summary(val_dataset, val_labels, class_names))
 
+    seen = seen_by_model(classifier, dataset)
+    stored = None
+    if binary and threshold is None and val is None and not seen:
+        stored = model_validation_threshold(classifier)
     names = (_display_name(model_path, "model"), _display_name(compare_path, "compare"))
     if binary:
         body, curves = _binary_report(
-            labels, scores, other, names=names, threshold=threshold, val=val, boot=boot
+            labels, scores, other, names=names, threshold=threshold, val=val, stored=stored, boot=boot
         )
     else:
         body, curves = _multiclass_report(
@@ -536,6 +627,8 @@ def evaluate(
         "data": data_summary(dataset, labels, class_names),
         **body,
     }
+    if seen:
+        metrics["warnings"] = [SEEN_DATA_WARNING]
     if compare is not None:
         metrics["compare"] = {"model": model_summary(compare, compare_path), **metrics["compare"]}
     metrics["device"] = str(device)
@@ -579,6 +672,8 @@ def summary_lines(metrics: Mapping[str, Any]) -> list[str]:
         )
         if thr["optimistic"]:
             lines.append(f"warning: {OPTIMISTIC_NOTE}")
+        for warning in metrics.get("warnings", []):
+            lines.append(f"warning: {warning}")
         if "compare" in metrics:
             d = metrics["compare"]["delong"]
             lines.append(
@@ -660,7 +755,9 @@ def _open_data(path: str, option: str) -> Any:
     type=click.FloatRange(0, 1),
     metavar="T",
     help="Decision threshold on the positive-class probability (positive iff score >= T). "
-    "Default: Youden on --val-data, else on the test data (reported as optimistic).",
+    "Default: Youden on --val-data, else the model file's own validation Youden threshold (when it "
+    "records its sources and the test data are none of them), else Youden on the test data (reported "
+    "as optimistic).",
 )
 @click.option(
     "--compare",

@@ -8,6 +8,7 @@ import click
 
 from data_processing.convert import ConversionError, ConvertConfig, convert_folder, os_reason
 from data_processing.decoders import format_decoder_report, format_decoder_summary
+from data_processing.phantoms import phantoms_command
 from data_processing.render import RenderOptions
 from stylegan2_ada import devices
 
@@ -172,3 +173,6 @@ def convert(
 def decoders() -> None:
     """List the DICOM transfer syntaxes this installation can decode (and what to install for the others)."""
     click.echo(format_decoder_report())
+
+
+main.add_command(phantoms_command)

@@ -14,11 +14,11 @@ Noise (``noise_mode``):
 
 * ``'const'`` (default) and ``'none'`` are deterministic: the image of a seed depends only on the
   network, the seed, the class and the truncation.
-* ``'random'`` is reproducible per seed: each image's noise is drawn from torch's RNG seeded with
-  ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's RNG state is left
-  untouched), and the synthesis network runs one image at a time in this mode (the mapping network is
-  still batched). So a seed gives the same image whatever ``batch_size`` and whichever other seeds
-  are generated with it, on the same kind of device (CPU and CUDA random streams differ).
+* ``'random'`` is reproducible per seed: each image's noise is drawn on the CPU from its own
+  ``torch.Generator`` seeded with the seed (:func:`seed_noise`; the caller's RNG state is untouched)
+  and passed to the synthesis network as its noise inputs, so images are still synthesised in
+  batches. A seed gives the same image whatever ``batch_size`` and whichever other seeds are
+  generated with it, and the same noise on CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from stylegan2_ada import checkpoint as _checkpoint
 from stylegan2_ada import devices
 from stylegan2_ada import legacy_pickle as _legacy_pickle
 from stylegan2_ada.atomic import clean_stale_temp_files, write_json_atomic, write_png_atomic
+from stylegan2_ada.compile import maybe_compile
 
 __all__ = [
     "GenerationError",
@@ -55,6 +56,7 @@ __all__ = [
     "prepare_outdir",
     "resolve_device",
     "seed_latents",
+    "seed_noise",
     "select_generator",
     "synthesize",
 ]
@@ -67,9 +69,9 @@ MANIFEST_NAME = "manifest.json"
 #: and JSON temporary files live for milliseconds, so a minute is ample for a concurrent run's.
 _STALE_TEMP_AGE_S = 60.0
 _NOISE_SEEDING_DOC = (
-    "noise_mode 'random': each image's noise comes from torch.manual_seed(seed) (forked RNG), one image "
-    "at a time, so a seed reproduces its image regardless of batch size and other seeds on the same "
-    "device type; 'const' and 'none' are deterministic"
+    "noise_mode 'random': each image's noise comes from its own CPU torch.Generator seeded with the seed, "
+    "drawn layer by layer (G.synthesis.noise_resolutions()), so a seed reproduces its image regardless of "
+    "batch size, other seeds and device; 'const' and 'none' are deterministic"
 )
 
 
@@ -210,6 +212,17 @@ def seed_latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(rows, axis=0)).to(torch.float32)
 
 
+def seed_noise(seeds: Sequence[int], resolutions: Sequence[int]) -> list[torch.Tensor]:
+    """Per-seed noise inputs for a synthesis network: one float32 CPU tensor [N, 1, R, R] per entry of
+    ``resolutions`` (``G.synthesis.noise_resolutions()``). Row i comes from a ``torch.Generator``
+    seeded with ``seeds[i]``, drawn layer by layer, so it does not depend on the other seeds."""
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return [
+        torch.stack([torch.randn([1, r, r], generator=g) for g in generators])  # [N, 1, R, R]
+        for r in resolutions
+    ]
+
+
 def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
     """``[N, C, H, W]`` images in about [-1, 1] -> ``[N, H, W, C]`` uint8 on the CPU, as upstream:
     ``(img * 127.5 + 128).clamp(0, 255).to(torch.uint8)`` (truncation, not rounding)."""
@@ -231,11 +244,13 @@ def synthesize(
     noise_mode: str = "const",
     batch_size: int = 16,
     device: torch.device | str = "cpu",
+    synthesis: Callable[..., torch.Tensor] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(seed, image)`` per seed, in order; image is uint8 ``[H, W, C]``.
 
     ``G`` must already be on ``device``. Float32 on CPU; on CUDA the network's own precision. See the
-    module docstring for how ``noise_mode='random'`` is seeded.
+    module docstring for how ``noise_mode='random'`` is seeded. ``synthesis``: what to call instead of
+    ``G.synthesis`` (e.g. its compiled form from :func:`stylegan2_ada.compile.maybe_compile`).
     """
     if noise_mode not in NOISE_MODES:
         raise GenerationError(
@@ -246,34 +261,17 @@ def synthesize(
     truncation_psi = check_truncation_psi(truncation_psi)
     device = torch.device(device)
     force_fp32 = device.type == "cpu"
+    synthesis = synthesis if synthesis is not None else G.synthesis
     for start in range(0, len(seeds), batch_size):
         batch = list(seeds[start : start + batch_size])
         z = seed_latents(batch, G.z_dim).to(device)  # [B, z_dim]
         c = label.to(device).expand(len(batch), -1)  # [B, c_dim]
         ws = G.mapping(z, c, truncation_psi=truncation_psi)  # [B, num_ws, w_dim]
+        noise = None
         if noise_mode == "random":
-            images = torch.cat(
-                [
-                    _synthesize_seeded(G, ws[i : i + 1], seed, device, force_fp32)
-                    for i, seed in enumerate(batch)
-                ]
-            )
-        else:
-            images = G.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32)  # [B, C, H, W]
+            noise = [t.to(device) for t in seed_noise(batch, G.synthesis.noise_resolutions())]
+        images = synthesis(ws, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32)  # [B, C, H, W]
         yield from zip(batch, images_to_uint8(images).numpy())
-
-
-def _synthesize_seeded(
-    G: nn.Module, ws: torch.Tensor, seed: int, device: torch.device, force_fp32: bool
-) -> torch.Tensor:
-    cuda_devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()]
-        if device.type == "cuda"
-        else []
-    )
-    with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
-        torch.manual_seed(seed)
-        return G.synthesis(ws, noise_mode="random", force_fp32=force_fp32)  # [1, C, H, W]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,6 +321,25 @@ def _class_names(metadata: dict, c_dim: int) -> list[str] | None:
     return None
 
 
+def _network_os_error(path: str, exc: OSError) -> GenerationError:
+    """A wrong ``--network`` path names the option; an unreadable file is a file-system failure."""
+    if isinstance(exc, FileNotFoundError):
+        return GenerationError(f"network file not found: {path}", param="network")
+    if isinstance(exc, IsADirectoryError):
+        return GenerationError(f"{path}: is a folder, not a network file", param="network")
+    return GenerationError(f"{path}: cannot read network file: {exc.strerror or exc}")
+
+
+def load_network_file(path: str, device: torch.device) -> _checkpoint.Checkpoint:
+    """Load a native snapshot or an upstream ``.pkl`` (safely); any failure is a one-line GenerationError."""
+    try:
+        return _checkpoint.load_checkpoint(path, device)
+    except OSError as exc:
+        raise _network_os_error(path, exc) from None
+    except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
+        raise GenerationError(str(exc), param="network") from exc
+
+
 def generate_images(
     network: str | os.PathLike[str],
     seeds: Sequence[int],
@@ -334,10 +351,12 @@ def generate_images(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     progress: bool = True,
+    compile_networks: bool = False,
 ) -> GenerationResult:
     """Load ``network`` (native checkpoint or upstream ``.pkl``), write ``seed%04d.png`` per seed and
     ``manifest.json`` into ``outdir`` (created if needed). Existing files of the same names are
-    replaced (atomically).
+    replaced (atomically). ``compile_networks``: run the synthesis network through ``torch.compile``
+    (eager, with a message, where that is unavailable; see :mod:`stylegan2_ada.compile`).
 
     Raises:
         GenerationError: with ``param`` naming the option at fault (missing/damaged/unsafe network file,
@@ -363,15 +382,9 @@ def generate_images(
 
     try:
         network_sha256 = _checkpoint.sha256_file(network_path)
-        loaded = _checkpoint.load_checkpoint(network_path, device)
-    except FileNotFoundError:
-        raise GenerationError(f"network file not found: {network_path}", param="network") from None
-    except IsADirectoryError:
-        raise GenerationError(f"{network_path}: is a folder, not a network file", param="network") from None
     except OSError as exc:
-        raise GenerationError(f"{network_path}: cannot read network file: {exc.strerror or exc}") from None
-    except (_checkpoint.CheckpointError, _legacy_pickle.LegacyPickleError) as exc:
-        raise GenerationError(str(exc), param="network") from exc
+        raise _network_os_error(network_path, exc) from None
+    loaded = load_network_file(network_path, device)
     key, G = select_generator(loaded.networks)
     c_dim, img_channels = int(G.c_dim), int(G.img_channels)
     if img_channels not in (1, 3):
@@ -381,6 +394,9 @@ def generate_images(
         )
     class_names = _class_names(loaded.metadata, c_dim)
     label = class_label(c_dim, class_idx, class_names)
+    synthesis, compile_report = maybe_compile(
+        G.synthesis, enabled=compile_networks, name="G.synthesis", device=device
+    )
 
     out = prepare_outdir(outdir)
 
@@ -394,6 +410,7 @@ def generate_images(
             noise_mode=noise_mode,
             batch_size=batch_size,
             device=device,
+            synthesis=synthesis,
         ):
             path = out / f"seed{seed:04d}.png"
             _write_output(write_png_atomic, path, image)
@@ -421,6 +438,7 @@ def generate_images(
         "batch_size": batch_size,
         "device": str(device),
         "precision": "float32" if device.type == "cpu" else "network default",
+        "compile": compile_report.summary(),
         "image_mode": "L" if img_channels == 1 else "RGB",
         "versions": {
             "stylegan2_ada": _checkpoint.package_version(),

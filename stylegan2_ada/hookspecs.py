@@ -4,17 +4,27 @@ Every hook is a documented function below. A plugin is any module or object with
 names decorated with :data:`hookimpl`; it may implement any subset. Built-in plugins (``plugins/``) are
 registered exactly like third-party ones (see :mod:`stylegan2_ada.plugins` and ``docs/plugins.md``).
 
-Phases. The training loop runs four phases per step, as upstream does:
+Phases. The training loop runs up to four phases per step, as upstream does:
 ``"Gmain"`` (generator adversarial loss), ``"Greg"`` (path-length regularisation, every 4th step),
 ``"Dmain"`` (discriminator adversarial loss on fakes and reals) and ``"Dreg"`` (R1 on reals, every 16th
-step). When a lazy regulariser falls on the same step the upstream combined phases ``"Gboth"`` /
-``"Dboth"`` are not used: the main and reg phases always run separately, so a plugin sees exactly one of
-the four names above.
+step). By default the main and reg phases run separately, each with its own optimizer step. When the
+resolved option ``combine_d_reg`` is set (a plugin asks for it through :func:`adjust_options`), R1 joins
+D's main phase on the steps where it is due: that phase is then called ``"Dboth"`` (one loss per example
+holding its real term, its fake partner's term and its R1 term; one optimizer step) and there is no
+``"Dreg"``. ``"Gboth"`` is never used. :data:`PHASES` lists every name a hook may see.
 
 Order of the start-up hooks: ``plugin_options`` (before parsing), ``validate_options`` (the parsed
-options), ``dataset_readers`` (opening the data), ``check_run`` (the resolved options and the opened
-dataset, before the run folder exists; the last point where a plugin can refuse a run without leaving
-anything behind), then ``training_setup`` (everything built, run folder created).
+options), ``dataset_readers`` (opening the data), ``adjust_options`` (changes to the resolved options),
+``check_run`` (the final options and the opened dataset, before the run folder exists; the last point
+where a plugin can refuse a run without leaving anything behind), then ``real_batch_sampler`` and
+``training_setup`` (everything built, run folder created).
+
+Per step, in this order: the stop check (:meth:`~stylegan2_ada.plugin_api.TrainingContext.request_stop`),
+the real batch (``real_batch_sampler``), then per phase the latents (labels from ``generator_labels``),
+``phase_gradients`` (a plugin may take over the phase) or the core's loss with ``loss_terms``, the
+cross-rank reduction, the plugin's ``finish``, the NaN/inf guard, ``gradient_transforms`` and the
+optimizer step; then ``step_end``. At the end of each tick ``tick_statistics``; at each snapshot
+``plugin_state`` and ``resume_requirement``; once at the end ``training_end``.
 
 The objects handed to hooks, :class:`~stylegan2_ada.plugin_api.TrainingContext` and
 :class:`~stylegan2_ada.plugin_api.PhaseData`, are defined in :mod:`stylegan2_ada.plugin_api`.
@@ -29,12 +39,20 @@ import pluggy
 
 if TYPE_CHECKING:  # imported for annotations only
     import click
+    import numpy as np
     import torch
 
-    from stylegan2_ada.plugin_api import PhaseData, TrainingContext
+    from stylegan2_ada.plugin_api import (
+        PhaseBatch,
+        PhaseData,
+        PhaseGradients,
+        RealBatchSampler,
+        StepInfo,
+        TrainingContext,
+    )
 
 PROJECT_NAME = "stylegan2_ada"
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+PHASES = ("Gmain", "Greg", "Dmain", "Dboth", "Dreg")
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -75,6 +93,29 @@ def dataset_readers(path: str, options: Mapping[str, Any], cache_dir: str) -> An
 
 
 @hookspec
+def adjust_options(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return changes to the resolved options, ``{option name: value}``, or ``None``.
+
+    Called once per process after the options are resolved and the dataset is opened, before
+    :func:`check_run` (also for ``--dry-run``), in plugin order; ``options`` is what
+    ``context.options`` would hold (core and plugin options, with earlier plugins' changes applied).
+    Use it where a plugin needs a setting the user must not get wrong, e.g. ``{"mbstd_group": 1}``, a
+    fixed augmentation probability ``{"aug": "fixed", "p": 0.2}``, or the run-behaviour fields that
+    exist for plugins only: ``combine_d_reg`` (R1 inside D's main phase, ``"Dboth"``), ``reals_grid``
+    (write ``reals.png``), ``real_score_stats`` (report ``Loss/scores/real`` and ``Loss/signs/real``),
+    ``dataset_details`` (log the dataset's size and the names of items that fail to load).
+
+    The core checks each change like the command line's value (type, range, choices, and the
+    combinations: batch sizes, ``--aug``/``--p``, ...) and refuses a change to an option that is fixed by
+    the time this runs (``data``, ``outdir``, ``resume``, ``cond``, ``cfg``, ``seed``, the architecture
+    ...; see ``stylegan2_ada.training.options.ADJUSTABLE``) or that another plugin set to a different
+    value, as a usage error naming the plugin. Every change is recorded in the resolved options
+    (``adjusted``: ``{name: {"plugin", "from", "to"}}``), so it shows in ``--dry-run`` and
+    ``training_options.json``, and it is logged at the start of the run.
+    """
+
+
+@hookspec
 def check_run(options: Mapping[str, Any], dataset: Any) -> None:
     """Check that this run suits the plugin, before anything is built or written; raise
     ``click.UsageError`` with a clear message if it does not.
@@ -86,6 +127,31 @@ def check_run(options: Mapping[str, Any], dataset: Any) -> None:
     training dataset (see :func:`dataset_readers`; e.g. ``label_dim``, ``class_names``). Refuse here
     what :func:`validate_options` cannot know yet (an unconditional run, class names that do not match a
     model's): ``train.py`` then exits with status 2 and leaves no run folder behind.
+    """
+
+
+@hookspec
+def real_batch_sampler(options: Mapping[str, Any], dataset: Any) -> RealBatchSampler | None:
+    """Return the object that chooses each step's real examples, or ``None`` for the core's sampler.
+
+    The core's sampler shows every rank ``batch // gpus`` examples per step, epoch after epoch. A plugin's
+    sampler (:class:`~stylegan2_ada.plugin_api.RealBatchSampler`) may give any number, 0 included, e.g.
+    Poisson sampling (:class:`stylegan2_ada.training.data.PoissonSampler`: each example independently
+    with probability q). Then:
+
+    - rank ``r`` trains D on ``indices(step)[r::gpus]``, in rounds of at most ``batch_gpu`` examples;
+      G's phases keep their fixed batch (``batch`` fakes per step);
+    - D's losses are summed over the examples and divided by ``expected_batch`` (not the realised size);
+      each D phase's fakes are paired one to one with the reals;
+    - ``cur_nimg`` (and so kimg, ticks and ``--kimg``) counts the real examples actually shown;
+    - a rank with no examples runs no network in D's phases; its gradients are zeros (or what
+      ``phase_gradients`` returns), so the cross-rank reduction stays in step;
+    - the minibatch-stddev group must be 1 (batches of any size; set ``mbstd_group`` through
+      :func:`adjust_options`): anything else is refused before the run folder exists.
+
+    Called with the final options and the opened dataset: once in the checks before the run folder
+    exists (to refuse a bad sampler early) and once per process when the run starts. At most one plugin
+    may return a sampler.
     """
 
 
@@ -120,11 +186,61 @@ def loss_terms(phase: str, context: TrainingContext, data: PhaseData) -> Mapping
 
 
 @hookspec
+def generator_labels(context: TrainingContext, count: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Return G's conditioning labels, float32 ``[count, c_dim]``, or ``None`` for the core's.
+
+    The core draws labels of random training examples (the data's class frequencies). A plugin may use
+    another distribution, e.g. uniform over the classes. Used for every latent batch of training (all
+    phases, every rank; draw from ``rng``, the loop's own generator, so that a resumed run continues the
+    same stream) and for the image grids ``fakes*.png`` (there with a fixed ``rng``, and the rows sorted
+    by class). At most one plugin may return labels.
+    """
+
+
+@hookspec
+def phase_gradients(phase: str, context: TrainingContext, batch: PhaseBatch) -> PhaseGradients | None:
+    """Take over the gradient computation of a phase, or return ``None`` to let the core do it.
+
+    Called once per phase per step on every rank, before the core computes anything for it. ``batch``
+    (:class:`~stylegan2_ada.plugin_api.PhaseBatch`) holds the phase's real examples and latents and the
+    core's loss object (what the core would have used). A plugin that returns
+    :class:`~stylegan2_ada.plugin_api.PhaseGradients` replaces the core's loss, the plugins'
+    ``loss_terms`` and the backward pass for this phase. Then, in this order: the core writes the SUM
+    over ranks of the returned ``grads`` to ``.grad`` (missing parameters: zeros), calls ``finish(module)``
+    on every rank (e.g. noise from ``context.shared_generator``, then division by
+    ``batch.expected_batch``), applies the NaN/inf guard (counted in ``Progress/nonfinite_grads``), runs
+    ``gradient_transforms`` and steps the optimizer. Must return the same kind of answer on every rank.
+    At most one plugin may take over a phase.
+    """
+
+
+@hookspec
 def gradient_transforms(phase: str, context: TrainingContext, module: torch.nn.Module) -> None:
     """Transform the gradients of ``module`` (G or D) in place, after backward and before the optimizer step.
 
-    Called once per phase per step, after gradient accumulation, the cross-rank all-reduce and the
-    NaN/inf guard. ``module.parameters()`` carry ``.grad`` (``None`` for parameters that got none).
+    Called once per phase per step, after gradient accumulation (or a plugin's :func:`phase_gradients`
+    and its ``finish``), the cross-rank reduction and the NaN/inf guard. ``module.parameters()`` carry
+    ``.grad`` (``None`` for parameters that got none).
+    """
+
+
+@hookspec
+def step_end(context: TrainingContext, step: StepInfo) -> None:
+    """Called on every rank after each training step (its phases, G's EMA, ADA, the counters).
+
+    ``step`` (:class:`~stylegan2_ada.plugin_api.StepInfo`): the step's index, the phases it ran and its
+    real batch (this rank's and the total). A plugin may call ``context.request_stop(reason)`` here
+    (e.g. a budget is spent): the run then ends before the next step with a final tick and snapshot.
+    """
+
+
+@hookspec
+def training_end(context: TrainingContext, stop_reason: str | None) -> None:
+    """Called once on every rank when training ends, after the final tick and snapshot.
+
+    ``stop_reason`` is ``None`` when the run reached ``--kimg``; otherwise why it stopped early (a plugin's
+    ``request_stop``, or too many training items that failed to load). Not called when the run fails
+    with an error.
     """
 
 
@@ -161,4 +277,20 @@ def feature_extractors(path: str, device: torch.device) -> Any:
     [N, F]`` on ``device`` (C = 1 or 3: adapt the channels the network needs), ``name``, ``feature_dim``,
     ``content_hash`` (changes whenever the features could change; it keys the real-feature cache) and
     ``describe() -> dict`` (JSON-able, written into the metric files).
+
+    This hook serves plugins named with ``--plugin``. A kind of file that should work without naming
+    anything is better declared as an *extractor provider*: an entry point in the group
+    ``stylegan2_ada.feature_extractors`` whose object is a function with this hook's arguments and
+    result, asked after the plugins and before the core's kinds (see
+    :mod:`stylegan2_ada.metrics.extractors`).
+    """
+
+
+@hookspec
+def resume_requirement(context: TrainingContext) -> str | None:
+    """Return why a snapshot of this run must not be resumed without this plugin, or ``None``.
+
+    Called whenever a snapshot is written; a reason is stored in it (``required_plugins``). Resuming such
+    a snapshot without the plugin enabled under the same name is then a usage error that quotes the
+    reason, before any run folder exists (e.g. a plugin whose state would otherwise silently be lost).
     """

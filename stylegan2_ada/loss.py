@@ -10,6 +10,8 @@ separately, see :mod:`stylegan2_ada.hookspecs`):
   ``pl_batch_shrink`` (never below one example)
 - ``Dmain``: ``softplus(D(aug(G(z, c)), c)) + softplus(-D(aug(x), c))``
 - ``Dreg``:  R1 ``gamma / 2 * |grad_x D(aug(x), c)|^2`` on reals
+- ``Dboth``: ``Dmain`` plus ``r1_gain`` times R1 of the same reals, one loss per example (used when R1
+  joins D's main phase, see :mod:`stylegan2_ada.hookspecs`)
 
 The discriminator's main loss for ONE example is also available as a pure function of the parameters
 (:func:`d_main_loss_per_example`), so that per-example gradients can be computed with
@@ -25,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylegan2_ada.hookspecs import PHASES
 from stylegan2_ada.plugin_api import PhaseData
-
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 
 AugmentFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -181,14 +182,18 @@ class StyleGAN2Loss:
         real_c: torch.Tensor | None = None,
         gen_z: torch.Tensor | None = None,
         gen_c: torch.Tensor | None = None,
+        r1_gain: float = 1.0,
     ) -> PhaseOutput:
-        """Run ``phase`` (one of :data:`PHASES`) on one minibatch; see the phase methods for shapes."""
+        """Run ``phase`` (one of :data:`PHASES`) on one minibatch; see the phase methods for shapes.
+        ``r1_gain`` weighs the R1 term of ``Dboth`` (the lazy-regularisation interval)."""
         if phase == "Gmain":
             return self.g_main(gen_z, gen_c)
         if phase == "Greg":
             return self.g_reg(gen_z, gen_c)
         if phase == "Dmain":
             return self.d_main(real_img, real_c, gen_z, gen_c)
+        if phase == "Dboth":
+            return self.d_both(real_img, real_c, gen_z, gen_c, r1_gain)
         if phase == "Dreg":
             return self.d_reg(real_img, real_c)
         raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
@@ -261,14 +266,58 @@ class StyleGAN2Loss:
         }
         return PhaseOutput(loss_D.mean(), data, stats)
 
+    def d_both(
+        self,
+        real_img: torch.Tensor,
+        real_c: torch.Tensor,
+        gen_z: torch.Tensor,
+        gen_c: torch.Tensor,
+        r1_gain: float,
+    ) -> PhaseOutput:
+        """``Dmain`` and ``r1_gain`` x R1 on the same reals, D run once per image: example i's loss is
+        ``softplus(D(fake_i)) + softplus(-D(real_i)) + r1_gain * gamma / 2 * |grad_x D(real_i)|^2``.
+        Shapes as in :meth:`d_main`."""
+        with torch.no_grad():
+            gen_img, gen_ws = self.run_G(gen_z, gen_c)  # [N, C, H, W] (no gradient to G)
+        gen_logits = self.run_D(gen_img, gen_c)  # [N, 1]
+        real_img_tmp = real_img.detach().requires_grad_(True)  # [N, C, H, W]
+        real_logits = self.run_D(real_img_tmp, real_c)  # [N, 1]
+        r1_penalty = self._r1_penalty(real_img_tmp, real_logits)  # [N]
+        loss_Dr1 = r1_penalty * (self.r1_gamma / 2)  # [N]
+        loss_D = F.softplus(gen_logits) + F.softplus(-real_logits)  # [N, 1]
+        data = PhaseData(
+            "Dboth",
+            gen_z=gen_z,
+            gen_c=gen_c,
+            gen_ws=gen_ws,
+            gen_img=gen_img,
+            gen_logits=gen_logits,
+            real_img=real_img_tmp,
+            real_c=real_c,
+            real_logits=real_logits,
+        )
+        stats = {
+            "Loss/scores/fake": gen_logits.detach(),
+            "Loss/signs/fake": gen_logits.detach().sign(),
+            "Loss/scores/real": real_logits.detach(),
+            "Loss/signs/real": real_logits.detach().sign(),
+            "Loss/D/loss": loss_D.detach(),
+            "Loss/r1_penalty": r1_penalty.detach(),
+            "Loss/D/reg": loss_Dr1.detach(),
+        }
+        return PhaseOutput((loss_D[:, 0] + loss_Dr1 * r1_gain).mean(), data, stats)
+
+    @staticmethod
+    def _r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+        """``|grad_x D(x)|^2`` per example [N], differentiable (double backward) for R1."""
+        (r1_grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img], create_graph=True)
+        return r1_grads.square().sum([1, 2, 3])  # [N]
+
     def d_reg(self, real_img: torch.Tensor, real_c: torch.Tensor) -> PhaseOutput:
         """R1 on reals: real_img [N, C, H, W], real_c [N, c_dim]."""
         real_img_tmp = real_img.detach().requires_grad_(True)  # [N, C, H, W]
         real_logits = self.run_D(real_img_tmp, real_c)  # [N, 1]
-        (r1_grads,) = torch.autograd.grad(
-            outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True
-        )
-        r1_penalty = r1_grads.square().sum([1, 2, 3])  # [N]
+        r1_penalty = self._r1_penalty(real_img_tmp, real_logits)  # [N]
         loss_Dr1 = r1_penalty * (self.r1_gamma / 2)  # [N]
         loss = loss_Dr1.mean()
         data = PhaseData("Dreg", real_img=real_img_tmp, real_c=real_c, real_logits=real_logits)

@@ -13,6 +13,7 @@ Z z_dim, Wd w_dim, L num_ws.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -37,13 +38,22 @@ _HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "lrelu")
 
 
 def _activate_and_clamp(x: torch.Tensor, activation: str, clamp: float | None) -> torch.Tensor:
-    """Apply a positively homogeneous activation without gain, then clamp to [-clamp, clamp]."""
+    """Apply a positively homogeneous activation without gain, then clamp to [-clamp, clamp].
+
+    ``x`` must be a temporary of the caller: without autograd it is overwritten (no new activation-sized
+    buffer, which on CPU costs more than the arithmetic)."""
+    in_place = not torch.is_grad_enabled()
     if activation == "lrelu":
-        x = torch.nn.functional.leaky_relu(x, ACTIVATIONS["lrelu"].def_alpha)
+        slope = ACTIVATIONS["lrelu"].def_alpha
+        x = (
+            torch.nn.functional.leaky_relu_(x, slope)
+            if in_place
+            else torch.nn.functional.leaky_relu(x, slope)
+        )
     elif activation == "relu":
-        x = torch.relu(x)
+        x = torch.relu_(x) if in_place else torch.relu(x)
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if in_place else x.clamp(-clamp, clamp)
     return x
 
 
@@ -110,16 +120,30 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N, I] -> [N, O]."""
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        x = x.matmul(w.t())
-        return bias_act(x, b, act=self.activation)
+        w = self.weight.to(x.dtype)
+        gain = ACTIVATIONS[self.activation].def_gain if self.activation in _HOMOGENEOUS_ACTIVATIONS else 1.0
+        if self.bias is None:
+            return bias_act(x.matmul(w.t()) * self.weight_gain, None, act=self.activation)
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            # Training: scaled weight and bias as plain tensors, so that gradient tools that trace how a
+            # parameter meets data (e.g. per-example gradients) see an ordinary addmm / bias add.
+            b = self.bias.to(x.dtype) * self.bias_gain
+            if self.activation == "linear":
+                return torch.addmm(b.unsqueeze(0), x, (w * self.weight_gain).t())
+            return bias_act(x.matmul((w * self.weight_gain).t()), b, act=self.activation)
+        if self.activation in _HOMOGENEOUS_ACTIVATIONS:
+            # act(g * (a * x W^T + b * bias)) == act(g*a * x W^T + g*b * bias): the equalised-learning-rate
+            # scales and the activation gain ride in addmm's alpha and beta (no scaled weight copy).
+            x = torch.addmm(
+                self.bias.to(x.dtype),
+                x,
+                w.t(),
+                beta=self.bias_gain * gain,
+                alpha=self.weight_gain * gain,
+            )
+            return _activate_and_clamp(x, self.activation, None)
+        x = torch.addmm(self.bias.to(x.dtype), x, w.t(), beta=self.bias_gain, alpha=self.weight_gain)
+        return bias_act(x, None, act=self.activation)
 
     def extra_repr(self) -> str:
         return (
@@ -344,20 +368,26 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "random",
         fused_modconv: bool = False,
         gain: float = 1.0,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [N, C_in, H, W], w [N, Wd] -> [N, C_out, H*up, W*up]."""
+        """x [N, C_in, H, W], w [N, Wd] -> [N, C_out, H*up, W*up].
+
+        ``noise`` [N, 1, H*up, W*up] (unit variance; ``noise_mode='random'`` only) is used instead of
+        drawing fresh noise from torch's global generator.
+        """
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none'; got {noise_mode!r}")
+        if noise is not None and noise_mode != "random":
+            raise ValueError(f"a noise input is used with noise_mode 'random' only; got {noise_mode!r}")
         styles = self.affine(w)  # [N, C_in]
 
-        noise = None
+        added_noise = None
         if self.use_noise and noise_mode == "random":
-            noise = (
-                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
-                * self.noise_strength
-            )  # [N, 1, H', W']
+            if noise is None:
+                noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+            added_noise = noise * self.noise_strength  # [N, 1, H', W']
         elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength  # [H', W']
+            added_noise = self.noise_const * self.noise_strength  # [H', W']
 
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
@@ -367,7 +397,7 @@ class SynthesisLayer(nn.Module):
                 x,
                 self.weight,
                 styles,
-                noise=noise,
+                noise=added_noise,
                 up=self.up,
                 padding=self.padding,
                 resample_filter=self.resample_filter,
@@ -381,7 +411,7 @@ class SynthesisLayer(nn.Module):
             x,
             self.weight,
             styles,
-            noise=noise,
+            noise=added_noise,
             up=self.up,
             padding=self.padding,
             resample_filter=self.resample_filter,
@@ -507,11 +537,16 @@ class SynthesisBlock(nn.Module):
         ws: torch.Tensor,
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
+        noise: Sequence[torch.Tensor] | None = None,
         **layer_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [N, C_in, R/2, R/2] (None for the 4x4 block), img [N, img_C, R/2, R/2] or None,
-        ws [N, num_conv + num_torgb, Wd] -> (x [N, C_out, R, R], img [N, img_C, R, R] or None)."""
+        ws [N, num_conv + num_torgb, Wd] -> (x [N, C_out, R, R], img [N, img_C, R, R] or None).
+
+        ``noise``: ``num_conv`` tensors [N, 1, R, R] for the convolution layers in order (see
+        :meth:`SynthesisLayer.forward`), or ``None``."""
         w_iter = iter(ws.unbind(dim=1))
+        noise_iter = iter(noise) if noise is not None else itertools.repeat(None)
         fp16 = _use_fp16(self.use_fp16, force_fp32, ws.device)
         dtype = torch.float16 if fp16 else torch.float32
         memory_format = _activation_memory_format(self.channels_last, fp16, ws.device)
@@ -530,16 +565,17 @@ class SynthesisBlock(nn.Module):
         else:
             x = _to_activation(x, dtype, memory_format)
 
+        layer_kwargs["fused_modconv"] = fused_modconv
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), noise=next(noise_iter), **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=math.sqrt(0.5), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), noise=next(noise_iter), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), noise=next(noise_iter), gain=math.sqrt(0.5), **layer_kwargs)
             x = y + x
         else:
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv0(x, next(w_iter), noise=next(noise_iter), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), noise=next(noise_iter), **layer_kwargs)
 
         if img is not None:
             img = upsample2d(img, self.resample_filter)  # [N, img_C, R, R]
@@ -603,18 +639,41 @@ class SynthesisNetwork(nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, **block_kwargs: Any) -> torch.Tensor:
+    def noise_resolutions(self) -> list[int]:
+        """The size R of each convolution layer's noise input [N, 1, R, R], in the order ``forward``
+        takes them (``noise`` argument): b4.conv1, b8.conv0, b8.conv1, b16.conv0, ..."""
+        return [res for res in self.block_resolutions for _ in range(getattr(self, f"b{res}").num_conv)]
+
+    def forward(
+        self, ws: torch.Tensor, noise: Sequence[torch.Tensor] | None = None, **block_kwargs: Any
+    ) -> torch.Tensor:
+        """ws [N, L, Wd] -> images [N, img_channels, R, R].
+
+        ``noise``: with ``noise_mode='random'``, the noise inputs to use instead of drawing them from
+        torch's global generator: one [N, 1, R_i, R_i] unit-variance tensor per convolution layer, sizes
+        and order as :meth:`noise_resolutions`. Lets a caller give each sample its own reproducible
+        noise whatever the batch it is in. Other keywords (``noise_mode``, ``force_fp32``,
+        ``fused_modconv``) go to every block.
+        """
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}]; got {tuple(ws.shape)}")
+        if noise is not None:
+            want = self.noise_resolutions()
+            got = [tuple(t.shape) for t in noise]
+            if got != [(ws.shape[0], 1, r, r) for r in want]:
+                raise ValueError(f"noise must be {len(want)} tensors [N, 1, R, R] with R = {want}; got {got}")
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
+        n_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             # Each block's torgb shares its w with the next block's conv0: advance by num_conv only.
             block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            block_noise = noise[n_idx : n_idx + block.num_conv] if noise is not None else None
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, **block_kwargs)
+            n_idx += block.num_conv
+            x, img = block(x, img, block_ws, noise=block_noise, **block_kwargs)
         return img
 
 

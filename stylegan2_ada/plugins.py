@@ -11,9 +11,11 @@ A plugin is a module (or any object) with functions decorated with
 3. a dotted module path (``NAME`` contains a ``.``), imported as it is.
 
 Hooks run in the order the plugins were named (``tryfirst``/``trylast`` still apply). The hooks whose
-results belong to one plugin (``plugin_options``, ``loss_terms``, ``tick_statistics``, ``plugin_state``,
-``restore_plugin_state``) are called through the helpers below, which validate the results and tell the
-plugins apart; the others are called directly, e.g. ``pm.hook.training_setup(context=context)``.
+results belong to one plugin (``plugin_options``, ``adjust_options``, ``loss_terms``, ``tick_statistics``,
+``plugin_state``, ``restore_plugin_state``, ``resume_requirement``) and those only one plugin may answer
+(``real_batch_sampler``, ``generator_labels``, ``phase_gradients``) are called through the helpers below,
+which validate the results and tell the plugins apart; the others are called directly, e.g.
+``pm.hook.training_setup(context=context)``.
 
 All errors are :class:`PluginError`, a :class:`click.UsageError`: a command-line front prints its
 message as ``Error: ...`` and exits with status 2, without a traceback.
@@ -28,7 +30,7 @@ import importlib.util
 import json
 import pkgutil
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,21 +39,26 @@ import pluggy
 import torch
 
 from stylegan2_ada import hookspecs
-from stylegan2_ada.plugin_api import PhaseData, TrainingContext
+from stylegan2_ada.hookspecs import PHASES
+from stylegan2_ada.plugin_api import PhaseBatch, PhaseData, PhaseGradients, TrainingContext
 
 ENTRY_POINT_GROUP = "stylegan2_ada.plugins"
 BUILTIN_PACKAGE = "plugins"
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 HOOK_NAMES = tuple(
     sorted(name for name, obj in vars(hookspecs).items() if hasattr(obj, f"{hookspecs.PROJECT_NAME}_spec"))
 )
 # Hooks whose results are kept per plugin: called one implementation at a time, so no wrappers.
 _PER_PLUGIN_HOOKS = (
     "plugin_options",
+    "adjust_options",
+    "real_batch_sampler",
+    "generator_labels",
     "loss_terms",
+    "phase_gradients",
     "tick_statistics",
     "plugin_state",
     "restore_plugin_state",
+    "resume_requirement",
 )
 _CORE = "the core"
 
@@ -374,6 +381,92 @@ def _mapping(plugin_name: str, hook_name: str, result: object, expected: str) ->
             f"plugin {plugin_name!r}: {hook_name} must return {expected} or None, not {type(result).__name__}"
         )
     return result
+
+
+def single_result(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> tuple[str, Any] | None:
+    """``(plugin name, result)`` of the one plugin whose ``hook_name`` returns something, or ``None``.
+
+    For the hooks only one plugin may answer (``real_batch_sampler``, ``generator_labels``,
+    ``phase_gradients``): every implementation is called, and two answers are an
+    :class:`InvalidPluginError` naming both plugins.
+    """
+    answers = list(_results(pm, hook_name, **kwargs))
+    if len(answers) > 1:
+        names = " and ".join(repr(name) for name, _ in answers)
+        raise InvalidPluginError(f"plugins {names} both answer {hook_name}; only one plugin may")
+    return answers[0] if answers else None
+
+
+def implements(pm: pluggy.PluginManager | None, hook_name: str) -> bool:
+    """Whether any registered plugin implements ``hook_name``."""
+    return pm is not None and bool(getattr(pm.hook, hook_name).get_hookimpls())
+
+
+def call_adjust_options(
+    pm: pluggy.PluginManager, current: Callable[[], Mapping[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(plugin name, {option name: value})`` for each plugin's ``adjust_options``, in plugin order.
+
+    Each plugin is called with ``current()`` at its turn, so it sees the changes the caller applied for
+    the plugins before it. Raises :class:`InvalidPluginError` for a result that is not a mapping of
+    option names.
+    """
+    for impl in _impls(pm, "adjust_options"):
+        result = _invoke(impl, options=current())
+        if result is None:
+            continue
+        changes = _mapping(impl.plugin_name, "adjust_options", result, "{option name: value}")
+        bad = [key for key in changes if not isinstance(key, str)]
+        if bad:
+            raise InvalidPluginError(
+                f"plugin {impl.plugin_name!r}: adjust_options keys must be option names, got {bad[0]!r}"
+            )
+        yield impl.plugin_name, dict(changes)
+
+
+def call_phase_gradients(
+    pm: pluggy.PluginManager, phase: str, context: TrainingContext, batch: PhaseBatch
+) -> tuple[str, PhaseGradients] | None:
+    """The plugin that takes over ``phase`` and its :class:`~stylegan2_ada.plugin_api.PhaseGradients`, or
+    ``None``. Raises :class:`InvalidPluginError` for another kind of result, gradient names that are not
+    parameters of ``batch.module`` or shapes that do not match them, or two plugins answering."""
+    answer = single_result(pm, "phase_gradients", phase=phase, context=context, batch=batch)
+    if answer is None:
+        return None
+    plugin_name, result = answer
+    if not isinstance(result, PhaseGradients):
+        raise InvalidPluginError(
+            f"plugin {plugin_name!r}: phase_gradients must return PhaseGradients or None, not "
+            f"{type(result).__name__}"
+        )
+    params = dict(batch.module.named_parameters())
+    for name, grad in result.grads.items():
+        if name not in params:
+            raise InvalidPluginError(
+                f"plugin {plugin_name!r}: phase_gradients in {phase} returned a gradient for {name!r}, "
+                f"which is not a parameter of the trained module"
+            )
+        if not isinstance(grad, torch.Tensor) or grad.shape != params[name].shape:
+            got = list(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
+            raise InvalidPluginError(
+                f"plugin {plugin_name!r}: phase_gradients in {phase}: the gradient of {name!r} must be a "
+                f"tensor of shape {list(params[name].shape)}, got {got}"
+            )
+    return plugin_name, result
+
+
+def plugin_hooks(pm: pluggy.PluginManager, names: Sequence[str]) -> dict[str, list[str]]:
+    """``{plugin name: sorted names of the hooks it implements}`` for the plugins ``names``, in that order
+    (what ``options["plugin_hooks"]`` holds, e.g. for a plugin that refuses others that see real data)."""
+    return {
+        name: sorted(caller.name for caller in pm.get_hookcallers(pm.get_plugin(name)) or [])
+        for name in names
+    }
+
+
+def resume_requirements(pm: pluggy.PluginManager, context: TrainingContext) -> dict[str, str]:
+    """``{plugin name: reason}`` of the plugins without which a snapshot of this run must not be resumed."""
+    return {name: str(reason) for name, reason in _results(pm, "resume_requirement", context=context)}
 
 
 def call_loss_terms(

@@ -143,3 +143,66 @@ def test_bad_items_of_every_rank_are_logged_on_rank_0_and_counted_alike(tmp_path
     assert r0["count"] == r1["count"] == 3
     assert r0["reasons"] == r1["reasons"]  # the same stop decision on every rank
     assert r0["reasons"][:2] == [None, None] and r0["reasons"][2].startswith("3 training items could not")
+
+
+def _seam_worker(rank: int, port: int, args: list[str], out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )
+    torch.set_num_threads(1)
+    from sg2_training_support import takeover
+
+    from stylegan2_ada.training import cli
+
+    result = cli.main(args, standalone_mode=False)
+    tensors = {
+        f"{name}.{k}": v.detach().clone()
+        for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
+        for k, v in net.state_dict().items()
+    }
+    steps = [(s.step, s.phases, s.real_batch, s.real_batch_total) for s in takeover.SEEN["steps"]]
+    torch.save(
+        {"tensors": tensors, "steps": steps, "cur_nimg": result.state.cur_nimg},
+        os.path.join(out, f"r{rank}.pt"),
+    )
+
+
+def test_empty_batches_on_one_rank_and_noise_after_the_sum_keep_ranks_in_step(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A plugin sampler gives rank 1 no examples on some steps (D's core phase Dboth at step 0, the
+    plugin's Dmain at others) and the plugin adds noise after the cross-rank sum from the shared generator:
+    the ranks must stay identical (the loop also checks this at every snapshot)."""
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    data = make_shapes(tmp_path / "shapes", n=8)
+    args = tiny_args(
+        tmp_path / "runs",
+        data,
+        "--cond=1",
+        "--gpus",
+        "2",
+        "--aug",
+        "noaug",
+        "--plugin",
+        "sg2_training_support.takeover",
+        "--toy-sizes",
+        "1,0,3,4",
+        "--toy-takeover",
+        "Dmain",
+        "--toy-noise",
+        "0.3",
+        kimg=0.008,
+    )
+    mp.spawn(_seam_worker, args=(_free_port(), args, str(tmp_path)), nprocs=WORLD, join=True)
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt", weights_only=True) for r in range(WORLD))
+    assert r0["cur_nimg"] == r1["cur_nimg"] == 8  # real examples actually shown, over both ranks
+    assert [s[2] for s in r0["steps"]] == [1, 0, 2, 2]  # indices[rank::2] of 1, 0, 3, 4 examples
+    assert [s[2] for s in r1["steps"]] == [0, 0, 1, 2]
+    assert [s[3] for s in r1["steps"]] == [1, 0, 3, 4]
+    assert r0["steps"][0][1] == ("Gmain", "Greg", "Dboth")
+    for k, v in r0["tensors"].items():
+        torch.testing.assert_close(v, r1["tensors"][k], rtol=0, atol=0, msg=k)

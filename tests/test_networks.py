@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +184,88 @@ def test_inference_layout_gives_the_same_images(fixture_nets, upstream_npz):
         logits = D(img, c)
     torch.testing.assert_close(img, torch.from_numpy(upstream_npz["out/img_const_psi1.0"]), rtol=0, atol=ATOL)
     torch.testing.assert_close(logits, torch.from_numpy(upstream_npz["out/D_logits_fake"]), rtol=0, atol=ATOL)
+
+
+def test_noise_inputs_replace_drawn_noise_per_sample():
+    """Explicit noise inputs (one [N, 1, R, R] per conv layer) are what 'random' mode adds: a sample's
+    image depends on its own noise only, and the noise is really used."""
+    G = Generator(**tiny_g_kwargs()).eval()
+    with torch.no_grad():
+        for layer in G.synthesis.modules():
+            if hasattr(layer, "noise_strength"):
+                layer.noise_strength.fill_(0.5)
+    resolutions = G.synthesis.noise_resolutions()
+    assert resolutions == [4, 8, 8, 16, 16]
+    ws = G.mapping(torch.randn(3, 16), torch.eye(2)[[0, 1, 0]])
+    noise = [torch.randn(3, 1, r, r) for r in resolutions]
+    img = G.synthesis(ws, noise_mode="random", noise=noise)
+    alone = G.synthesis(ws[1:2], noise_mode="random", noise=[t[1:2] for t in noise])
+    torch.testing.assert_close(img[1:2], alone, rtol=1e-4, atol=1e-5)
+    other = G.synthesis(ws, noise_mode="random", noise=[t.flip(0) for t in noise])
+    assert not torch.allclose(other[0], img[0])
+    with pytest.raises(ValueError, match="noise must be 5 tensors"):
+        G.synthesis(ws, noise_mode="random", noise=noise[:-1])
+    with pytest.raises(ValueError, match="noise_mode 'random' only"):
+        G.synthesis(ws, noise_mode="const", noise=noise)
+
+
+def test_random_noise_generation_is_batched_and_the_same_for_any_batch():
+    """generation.synthesize: seed s gives the same image in a batch of 1 and of 7, and the synthesis
+    network runs once per batch (not once per image)."""
+    from stylegan2_ada.generation import synthesize
+
+    G = Generator(**tiny_g_kwargs(c_dim=0)).eval()
+    with torch.no_grad():
+        for layer in G.synthesis.modules():
+            if hasattr(layer, "noise_strength"):
+                layer.noise_strength.fill_(1.0)
+    batches: list[int] = []
+
+    def counting_synthesis(ws, **kwargs):
+        batches.append(ws.shape[0])
+        return G.synthesis(ws, **kwargs)
+
+    seeds = [11, 3, 5, 8, 13, 21, 34]
+    label = torch.zeros([1, 0])
+    run = dict(noise_mode="random", synthesis=counting_synthesis)
+    seven = dict(synthesize(G, seeds, label, batch_size=7, **run))
+    assert batches == [7]
+    ones = dict(synthesize(G, seeds, label, batch_size=1, **run))
+    assert batches == [7] + [1] * 7
+    for seed in seeds:
+        np.testing.assert_array_equal(ones[seed], seven[seed])
+    const = dict(synthesize(G, [3], label, noise_mode="const"))
+    assert not np.array_equal(const[3], seven[3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (float16 runs on CUDA only)")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_float16_blocks_match_float32_and_inference_path(channels_last):
+    """On CUDA the top resolutions run in float16 with clamping: close to float32, the in-place
+    inference path equal to the autograd path, and gradients finite (R1 double backward included)."""
+    kw = tiny_g_kwargs(res=32)
+    kw["synthesis_kwargs"] = {
+        **kw["synthesis_kwargs"],
+        "num_fp16_res": 2,
+        "fp16_channels_last": channels_last,
+    }
+    torch.manual_seed(0)
+    G = Generator(**kw).cuda().eval()
+    D = Discriminator(
+        **{**tiny_d_kwargs(res=32), "num_fp16_res": 2, "block_kwargs": dict(fp16_channels_last=channels_last)}
+    ).cuda()
+    assert G.synthesis.b32.use_fp16 and not G.synthesis.b8.use_fp16
+    ws = G.mapping(torch.randn(4, 16, device="cuda"), torch.eye(2, device="cuda")[[0, 1, 0, 1]])
+    fp16 = G.synthesis(ws, noise_mode="const")
+    fp32 = G.synthesis(ws, noise_mode="const", force_fp32=True)
+    with torch.no_grad():
+        fp16_inference = G.synthesis(ws, noise_mode="const")
+    assert fp16.dtype == torch.float32 and torch.isfinite(fp16).all()
+    torch.testing.assert_close(fp16, fp32, rtol=0, atol=0.05)
+    torch.testing.assert_close(fp16_inference, fp16, rtol=0, atol=1e-3)
+    real = torch.randn(4, 1, 32, 32, device="cuda", requires_grad=True)
+    (grad_real,) = torch.autograd.grad(
+        D(real, torch.eye(2, device="cuda")[[0, 1, 0, 1]]).sum(), real, create_graph=True
+    )
+    grad_real.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in D.parameters() if p.grad is not None)

@@ -153,3 +153,52 @@ def test_ops_twice_differentiable_and_vmappable():
     )
     loop = torch.stack([torch.func.grad(single)(w.detach(), x[i].detach(), s[i].detach()) for i in range(2)])
     torch.testing.assert_close(per_sample, loop)
+
+
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_modulated_conv2d_matches_per_sample_reference(demodulate, channels_last):
+    """A 1x1 kernel without resampling (ToRGB) runs as a batched matrix product: same values, with bias,
+    noise and gain, in either activation layout (and the output keeps the layout)."""
+    torch.manual_seed(3)
+    x = torch.randn(3, 5, 6, 6, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(2, 5, 1, 1, dtype=torch.float64)
+    styles = torch.randn(3, 5, dtype=torch.float64)
+    bias = torch.randn(2, dtype=torch.float64)
+    noise = torch.randn(3, 1, 6, 6, dtype=torch.float64)
+    got = modulated_conv2d(x, weight, styles, noise=noise, demodulate=demodulate, bias=bias, gain=0.7)
+    refs = []
+    for n in range(3):
+        wn = weight * styles[n].reshape(1, -1, 1, 1)
+        if demodulate:
+            wn = wn / (wn.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        refs.append((F.conv2d(x[n : n + 1], wn) + noise[n] + bias.reshape(-1, 1, 1)) * 0.7)
+    torch.testing.assert_close(got, torch.cat(refs), rtol=1e-9, atol=1e-9)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("fused", [False, True])
+def test_modulated_conv2d_inference_path_equals_autograd_path_and_spares_inputs(up, fused):
+    """Without autograd the epilogue works in place on the convolution's own output: same values as with
+    autograd, the inputs untouched, NHWC activations stay NHWC."""
+    torch.manual_seed(4)
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    weight, styles = torch.randn(6, 4, 3, 3), torch.randn(2, 4)
+    bias, noise = torch.randn(6), torch.randn(8 * up, 8 * up)
+    inputs = [t.clone() for t in (x, weight, styles, bias, noise)]
+    kwargs = dict(
+        noise=noise, up=up, padding=1, resample_filter=f, flip_weight=(up == 1), bias=bias, gain=1.4
+    )
+    with_grad = modulated_conv2d(x, weight, styles, fused_modconv=fused, **kwargs)
+    with torch.no_grad():
+        without = modulated_conv2d(x, weight, styles, fused_modconv=fused, **kwargs)
+    torch.testing.assert_close(without, with_grad, rtol=1e-6, atol=1e-6)
+    for before, after in zip(inputs, (x, weight, styles, bias, noise)):
+        assert torch.equal(before, after)
+    if not fused:
+        assert with_grad.is_contiguous(memory_format=torch.channels_last)
+        assert without.is_contiguous(memory_format=torch.channels_last)

@@ -13,8 +13,12 @@ The protocol (:class:`FeatureExtractor`): an object with
 
 :func:`load_extractor` recognises the file by its content, never by its extension. In order:
 
-1. Plugins: the ``feature_extractors(path, device)`` hook (first non-``None`` result wins), e.g. the
-   classifier model files of ``classification/``.
+1. Plugins named with ``--plugin``: the ``feature_extractors(path, device)`` hook (first non-``None``
+   result wins).
+   Then **extractor providers** of installed distributions, found without naming anything: entry points
+   in the group :data:`PROVIDER_GROUP` (``name = "package.module:function"``), each a function
+   ``(path: str, device: torch.device) -> extractor or None`` with the hook's contract, asked in name
+   order (e.g. the classifier model files of ``classification/``: ``classification.features``).
 2. **TorchScript** (``torch.jit.save``; NVIDIA's ``inception-2015-12-05.pt`` is one). Loaded with
    ``torch.jit.load``: the file's TorchScript code runs. TorchScript is not Python (it cannot import
    modules or call Python functions) but it is code that comes from the file, so use files you trust; the
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -77,12 +82,16 @@ __all__ = [
     "FeatureExtractor",
     "InputSpec",
     "ModuleExtractor",
+    "PROVIDER_GROUP",
     "TORCHVISION_ARCHS",
     "detect_kind",
+    "extractor_providers",
     "load_extractor",
     "prepare_images",
 ]
 
+#: Entry-point group of feature-extractor providers (module docstring; docs/plugins.md).
+PROVIDER_GROUP = "stylegan2_ada.feature_extractors"
 #: Name of the embedded metadata file (TorchScript ``_extra_files`` / torch.export ``extra_files``).
 EXTRA_FILE = "feature_extractor.json"
 VALUE_RANGES = ("uint8", "0-255", "0-1", "-1-1")
@@ -715,6 +724,44 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def extractor_providers(log: Callable[[str], None] = _stderr) -> list[tuple[str, Callable[..., Any]]]:
+    """``[(name, provider)]``: the entry points of :data:`PROVIDER_GROUP` of every installed distribution,
+    loaded, in name order. One that fails to load is reported through ``log`` and skipped (the other
+    kinds still work)."""
+    found = []
+    for ep in sorted(importlib.metadata.entry_points(group=PROVIDER_GROUP), key=lambda e: e.name):
+        try:
+            found.append((ep.name, ep.load()))
+        except Exception as exc:  # noqa: BLE001 - a broken third-party provider must not stop the others
+            log(f"Warning: feature-extractor provider {ep.name!r} ({ep.value}) failed to load: {exc}")
+    return found
+
+
+def _checked(found: Any, path: str, source: str) -> FeatureExtractor:
+    missing = [a for a in ("name", "feature_dim", "content_hash", "describe") if not hasattr(found, a)]
+    if missing or not callable(found):
+        raise DetectorError(
+            f"{path}: {source} returned {type(found).__name__}, which lacks "
+            f"{', '.join(missing) or '__call__'} of the feature-extractor protocol"
+        )
+    return found
+
+
+def _from_providers(path: str, device: torch.device, log: Callable[[str], None]) -> FeatureExtractor | None:
+    for name, provider in extractor_providers(log):
+        try:
+            found = provider(path, device)
+        except DetectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a provider's failure, reported with the file named
+            raise DetectorError(
+                f"{path}: feature-extractor provider {name!r} failed: {type(exc).__name__}: {_summary(exc)}"
+            ) from exc
+        if found is not None:
+            return _checked(found, path, f"feature-extractor provider {name!r}")
+    return None
+
+
 def load_extractor(
     path: str | os.PathLike[str],
     *,
@@ -739,14 +786,10 @@ def load_extractor(
     if pm is not None:
         found = pm.hook.feature_extractors(path=path, device=device)
         if found is not None:
-            missing = [
-                a for a in ("name", "feature_dim", "content_hash", "describe") if not hasattr(found, a)
-            ]
-            if missing or not callable(found):
-                raise DetectorError(
-                    f"{path}: a plugin returned {type(found).__name__}, which lacks {', '.join(missing) or '__call__'} "
-                    "of the feature-extractor protocol"
-                )
+            return _checked(found, path, "a plugin")
+    if arch is None:  # --detector-arch names a torchvision kind: no provider is asked
+        found = _from_providers(path, device, log)
+        if found is not None:
             return found
     kind = detect_kind(path)
     file_sha = sha256_file(path)

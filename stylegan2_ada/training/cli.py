@@ -27,8 +27,10 @@ from stylegan2_ada.training.options import (
     OptionSpec,
     ResumeInfo,
     TrainingOptions,
+    apply_adjustment,
     check_cli,
     check_outdir,
+    describe_adjustments,
     resolve_device,
     resolve_options,
     with_cli_defaults,
@@ -122,16 +124,18 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
     """Validate and resolve the options; returns (options, opened dataset, resume checkpoint or None).
 
     In this order: each option and their combinations, ``--outdir``, ``--device``, the plugins'
-    ``validate_options``, the ``--resume`` network, the dataset, the resolved options, and the plugins'
-    ``check_run`` against the resolved options and the opened dataset. Nothing is written except the
-    embedded demo data set's cache. Raises ``click.UsageError`` for anything invalid.
+    ``validate_options``, the ``--resume`` network (and the plugins it requires), the dataset, the
+    resolved options, the plugins' ``adjust_options``, their ``check_run`` against the final options and
+    the opened dataset, and a plugin's real-batch sampler. Nothing is written except the embedded demo
+    data set's cache. Raises ``click.UsageError`` for anything invalid.
     """
     from stylegan2_ada.dataset import DatasetError
     from stylegan2_ada.demo_data import DEMO_NAME, make_demo_dataset
-    from stylegan2_ada.training.data import open_training_dataset
+    from stylegan2_ada.plugins import plugin_hooks
+    from stylegan2_ada.training.data import open_training_dataset, plugin_sampler
     from stylegan2_ada.training.distributed import dist_info_from_env
     from stylegan2_ada.training.evaluation import check_detector
-    from stylegan2_ada.training.snapshots import ResumeError, load_resume_checkpoint
+    from stylegan2_ada.training.snapshots import ResumeError, check_required_plugins, load_resume_checkpoint
 
     core = with_cli_defaults({k: v for k, v in raw.items() if k in CLI_DEFAULTS})
     plugin_opts = {k: v for k, v in raw.items() if k not in CLI_DEFAULTS}
@@ -147,6 +151,8 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
                 make_demo_dataset(os.path.join(core["outdir"], ".cache", DEMO_NAME))
             )
         ckpt = load_resume_checkpoint(core["resume"], core["outdir"]) if core["resume"] else None
+        if ckpt is not None:
+            check_required_plugins(ckpt, plugin_names)
         rinfo = resume_info(ckpt) if ckpt is not None else None
         use_labels = bool(core["cond"])
         try:
@@ -174,12 +180,30 @@ def prepare(raw: dict[str, Any], pm: Any, plugin_names: Sequence[str]) -> tuple[
             plugin_options=plugin_opts,
         )
         opts.plugins = list(plugin_names)
+        if pm is not None:
+            opts.plugin_hooks = plugin_hooks(pm, plugin_names)
+            opts = adjust_by_plugins(pm, opts)
         check_detector(opts, pm)
     except (OptionsError, ResumeError, DatasetError) as exc:
         raise click.UsageError(str(exc)) from exc
     if pm is not None:
         pm.hook.check_run(options=opts.context_options(), dataset=ds)
+        try:
+            plugin_sampler(pm, opts, ds)
+        except OptionsError as exc:
+            raise click.UsageError(str(exc)) from exc
     return opts, ds, ckpt
+
+
+def adjust_by_plugins(pm: Any, opts: TrainingOptions) -> TrainingOptions:
+    """``opts`` with every plugin's ``adjust_options`` changes applied, in plugin order (each plugin sees
+    the changes of those before it). Raises :class:`OptionsError` naming the plugin for a bad change."""
+    from stylegan2_ada.plugins import call_adjust_options
+
+    # The lambda reads `opts` when each plugin's turn comes, so every plugin sees the changes before it.
+    for plugin, changes in call_adjust_options(pm, lambda: opts.context_options()):  # noqa: B023
+        opts = apply_adjustment(opts, plugin, changes)
+    return opts
 
 
 def build_command(pm: Any, plugin_names: Sequence[str]) -> click.Command:
@@ -193,6 +217,8 @@ def build_command(pm: Any, plugin_names: Sequence[str]) -> click.Command:
         check_finite_floats(plugin_params, raw)
         opts, ds, ckpt = prepare(raw, pm, plugin_names)
         if opts.dry_run:
+            for line in describe_adjustments(opts):
+                click.echo(line, err=True)
             click.echo(json.dumps(opts.to_dict(), indent=2))
             return opts
         from stylegan2_ada.training.loop import training_loop

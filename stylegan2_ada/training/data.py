@@ -1,5 +1,6 @@
 """Feeding the loop: opening the dataset, loading that survives bad items, a resumable per-rank infinite
-sampler, the DataLoader, and label tables."""
+sampler, the DataLoader, label tables, and the real-batch samplers plugins may supply (per step, any
+size, e.g. :class:`PoissonSampler`) with their loader (:class:`StepChunks`)."""
 
 from __future__ import annotations
 
@@ -141,9 +142,10 @@ class BadItemLog:
     Items are told apart by :attr:`ItemFailure.item` (a mirrored copy of a bad file counts once).
     """
 
-    def __init__(self, limit: int, say: Callable[[str], None]) -> None:
+    def __init__(self, limit: int, say: Callable[[str], None], show_items: bool = True) -> None:
         self.limit = int(limit)
         self.say = say
+        self.show_items = bool(show_items)  # False: log counts only, never a file name or reason
         self.items: dict[str, str] = {}  # item -> reason, over all ranks
         self.fatal: str | None = None
         self._pending: list[ItemFailure] = []  # this rank's records not yet exchanged
@@ -175,8 +177,9 @@ class BadItemLog:
                 elif f.item not in self.items:
                     self.items[f.item] = f.reason
                     where = f" (rank {rank})" if info.enabled else ""
+                    what = f": {f.item}: {f.reason}" if self.show_items else ""
                     self.say(
-                        f"Skipped a training item that cannot be loaded{where}: {f.item}: {f.reason} "
+                        f"Skipped a training item that cannot be loaded{where}{what} "
                         f"[{self.count} so far, at most {self.limit} (--max-bad-images)]"
                     )
         return self.stop_reason()
@@ -184,19 +187,24 @@ class BadItemLog:
     def stop_reason(self) -> str | None:
         if self.count > self.limit:
             items = "item" if self.count == 1 else "items"
+            listed = " (each is listed in log.txt)" if self.show_items else ""
             return (
-                f"{self.count} training {items} could not be loaded, more than --max-bad-images={self.limit} "
-                f"(each is listed in log.txt); fix or remove them, or raise --max-bad-images"
+                f"{self.count} training {items} could not be loaded, more than --max-bad-images={self.limit}"
+                f"{listed}; fix or remove them, or raise --max-bad-images"
             )
         if self.fatal is not None:
-            return f"no training item could be loaded: {self.fatal}"
+            return "no training item could be loaded" + (f": {self.fatal}" if self.show_items else "")
         return None
 
 
 def collate_tolerant(
     items: Sequence[tuple[Any, Any, list[ItemFailure]]],
 ) -> tuple[torch.Tensor, torch.Tensor, list[ItemFailure]]:
-    """Batch :class:`TolerantDataset` items: (images [B, C, H, W], labels [B, c_dim], all failures)."""
+    """Batch :class:`TolerantDataset` items: (images [B, C, H, W], labels [B, c_dim], all failures).
+
+    No items (a step in which this rank has no real examples, see :class:`StepChunks`): empty tensors."""
+    if not items:
+        return torch.empty([0], dtype=torch.uint8), torch.empty([0]), []
     images, labels = default_collate([(image, label) for image, label, _ in items])
     return images, labels, [f for _, _, failures in items for f in failures]
 
@@ -267,19 +275,116 @@ def make_loader(
 
     Uses its own ``torch.Generator`` so that creating the loader does not consume the global RNG.
     """
-    kwargs: dict[str, Any] = {}
-    if workers > 0:
-        kwargs.update(prefetch_factor=2, persistent_workers=True)
     return torch.utils.data.DataLoader(
-        dataset,
-        sampler=sampler,
-        batch_size=batch_gpu,
+        dataset, sampler=sampler, batch_size=batch_gpu, **_loader_kwargs(workers, pin_memory, seed)
+    )
+
+
+def make_step_loader(
+    dataset: TolerantDataset, chunks: StepChunks, workers: int, pin_memory: bool, seed: int
+) -> torch.utils.data.DataLoader:
+    """DataLoader of the batches :class:`StepChunks` chooses (as :func:`make_loader`'s, or empty)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=chunks, **_loader_kwargs(workers, pin_memory, seed)
+    )
+
+
+def _loader_kwargs(workers: int, pin_memory: bool, seed: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
         num_workers=workers,
         pin_memory=pin_memory,
         collate_fn=collate_tolerant,
         generator=torch.Generator().manual_seed(seed),
-        **kwargs,
     )
+    if workers > 0:
+        kwargs.update(prefetch_factor=2, persistent_workers=True)
+    return kwargs
+
+
+# --------------------------------------------------------------------------- samplers plugins may supply
+
+
+class PoissonSampler:
+    """Poisson sampling: at every step each of the ``size`` examples is in the batch independently with
+    probability ``rate``, so batches have ``rate * size`` examples on average and may be empty.
+
+    A :class:`~stylegan2_ada.plugin_api.RealBatchSampler`: ``indices(step)`` depends only on ``(seed,
+    step)`` (numpy's PCG64 seeded with both), so every rank draws the same batch and a resumed run the
+    same sequence. Indices come in increasing order.
+    """
+
+    def __init__(self, size: int, rate: float, seed: int = 0) -> None:
+        if size <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if not 0 < rate <= 1:
+            raise ValueError(f"the sampling rate must be in (0, 1], got {rate}")
+        self.size, self.rate, self.seed = int(size), float(rate), int(seed)
+        self.expected_batch = self.rate * self.size
+
+    def indices(self, step: int) -> np.ndarray:
+        """The dataset indices of step ``step``: int64 [n], n ~ Binomial(size, rate)."""
+        rng = np.random.Generator(np.random.PCG64([self.seed, int(step)]))
+        return np.flatnonzero(rng.random(self.size) < self.rate).astype(np.int64)
+
+
+def rank_share(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The part of a step's indices that rank ``rank`` of ``world_size`` trains on: ``indices[rank::W]``."""
+    return np.asarray(indices, dtype=np.int64)[rank::world_size]
+
+
+class StepChunks(torch.utils.data.Sampler):
+    """Batch sampler for a :class:`~stylegan2_ada.plugin_api.RealBatchSampler`: from step ``start`` on,
+    this rank's share of each step's indices (:func:`rank_share`) in chunks of at most ``batch_gpu``; a
+    step in which the rank has none yields ONE empty chunk, so every step yields something (a loader
+    prefetching ahead never searches far for the next item). :meth:`chunks_in` says how many chunks a
+    step yields: the loop takes exactly that many batches per step."""
+
+    def __init__(self, sampler: Any, rank: int, world_size: int, batch_gpu: int, start: int = 0) -> None:
+        self.sampler = sampler
+        self.rank, self.world_size, self.batch_gpu, self.start = rank, world_size, int(batch_gpu), int(start)
+
+    def chunks_in(self, share: np.ndarray) -> int:
+        """Batches a step with this rank's ``share`` yields (at least 1)."""
+        return max(-(-len(share) // self.batch_gpu), 1)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            share = rank_share(self.sampler.indices(step), self.rank, self.world_size)
+            for k in range(self.chunks_in(share)):
+                yield share[k * self.batch_gpu : (k + 1) * self.batch_gpu].tolist()
+            step += 1
+
+
+def plugin_sampler(pm: Any, options: Any, dataset: Any) -> Any:
+    """The :class:`~stylegan2_ada.plugin_api.RealBatchSampler` a plugin supplies (``real_batch_sampler``),
+    or ``None``. ``options`` are the resolved :class:`.options.TrainingOptions`.
+
+    Raises :class:`.options.OptionsError` when the sampler lacks ``indices``, its ``expected_batch`` is not
+    a positive number, or the minibatch-std group is not 1 (batches of any size).
+    """
+    from stylegan2_ada.plugins import single_result
+    from stylegan2_ada.training.options import OptionsError
+
+    if pm is None:
+        return None
+    answer = single_result(pm, "real_batch_sampler", options=options.context_options(), dataset=dataset)
+    if answer is None:
+        return None
+    name, sampler = answer
+    expected = getattr(sampler, "expected_batch", None)
+    if not callable(getattr(sampler, "indices", None)) or not isinstance(expected, (int, float)):
+        raise OptionsError(
+            f"plugin {name!r}: real_batch_sampler must return an object with indices(step) and expected_batch"
+        )
+    if not (np.isfinite(expected) and expected > 0):
+        raise OptionsError(f"plugin {name!r}: the sampler's expected_batch must be positive, got {expected}")
+    if options.mbstd_group != 1:
+        raise OptionsError(
+            f"plugin {name!r} samples batches of varying size, which needs --mbstd-group 1 "
+            f"(got {options.mbstd_group}); a plugin can set it through adjust_options"
+        )
+    return sampler
 
 
 def label_table(dataset: Any, c_dim: int) -> np.ndarray:

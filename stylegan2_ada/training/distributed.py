@@ -87,10 +87,13 @@ def average_float_buffers(module: nn.Module, info: DistInfo) -> None:
 
 
 @torch.no_grad()
-def all_reduce_gradients(params: Sequence[torch.nn.Parameter], info: DistInfo) -> torch.Tensor | None:
-    """Average the ``.grad`` of ``params`` across ranks through one flat buffer.
+def all_reduce_gradients(
+    params: Sequence[torch.nn.Parameter], info: DistInfo, average: bool = True
+) -> torch.Tensor | None:
+    """Average (or with ``average=False`` sum) the ``.grad`` of ``params`` across ranks through one flat
+    buffer.
 
-    Returns the flat gradient [P] (after averaging) so the caller can inspect it, or ``None`` when no
+    Returns the flat gradient [P] (after the reduction) so the caller can inspect it, or ``None`` when no
     parameter has a gradient. Every rank must pass the same parameter list with the same grads present.
     """
     grads = [p.grad for p in params if p.grad is not None]
@@ -99,8 +102,18 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter], info: DistInfo) -
     flat = torch.cat([g.reshape(-1) for g in grads])  # [P]
     if info.enabled:
         tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
-        flat /= info.world_size
+        if average:
+            flat /= info.world_size
     return flat
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` is set on any rank (one small all-reduce; call it on every rank together)."""
+    if not info.enabled:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], dtype=torch.int64, device=device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return int(t) > 0
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -1,12 +1,17 @@
-"""The training loop: set-up, one function per phase, ticks, snapshots.
+"""The training loop: set-up, steps, ticks, snapshots.
 
 Reading order: :func:`training_loop` (set-up, then the main loop), :func:`training_step` (one step:
-the four phases, EMA, ADA), :func:`run_phase` (loss + plugin terms -> backward over the accumulation
-rounds -> cross-rank average -> NaN/inf guard -> plugin gradient transforms -> optimizer step), and
-:func:`end_of_tick` (statistics, progress line, image grid, snapshot).
+the real batch, the due phases, EMA, ADA, ``step_end``), :func:`.phases.run_phase` (one phase: either a
+plugin's ``phase_gradients`` -> sum over ranks -> its ``finish`` -> NaN/inf guard, or the core's loss +
+plugin terms -> backward over the accumulation rounds -> cross-rank average -> NaN/inf guard; then the
+plugins' gradient transforms and the optimizer step), and :func:`end_of_tick` (statistics, progress
+line, image grid, snapshot).
 
 Shapes: B = ``batch_gpu`` (images per accumulation round on this rank); R = ``batch // (batch_gpu *
-world_size)`` accumulation rounds; images [B, C, H, W] float in [-1, 1]; labels [B, c_dim].
+world_size)`` accumulation rounds; images [B, C, H, W] float in [-1, 1]; labels [B, c_dim]. With a
+plugin's real-batch sampler (``real_batch_sampler``) D's phases see this rank's share of the step's
+examples instead, in rounds of at most B (none at all when the share is empty), and their losses are
+normalised by the expected batch; G's phases keep R rounds of B.
 """
 
 from __future__ import annotations
@@ -27,23 +32,39 @@ from torch import nn
 
 from stylegan2_ada.atomic import write_json_atomic
 from stylegan2_ada.loss import StyleGAN2Loss
-from stylegan2_ada.plugin_api import TrainingContext
+from stylegan2_ada.plugin_api import StepInfo, TrainingContext
 from stylegan2_ada.training import distributed as dist
 from stylegan2_ada.training.data import (
     BadItemLog,
     InfiniteSampler,
+    StepChunks,
     TolerantDataset,
     images_to_float,
     label_table,
     make_loader,
+    make_step_loader,
     open_training_dataset,
+    plugin_sampler,
+    rank_share,
     without_failures,
 )
 from stylegan2_ada.training.ema import ema_beta, update_ema
 from stylegan2_ada.training.evaluation import SnapshotMetrics, setup_snapshot_metrics
-from stylegan2_ada.training.grids import generate_grid_images, save_image_grid, select_grid
+from stylegan2_ada.training.grids import generate_grid_images, grid_shape, save_image_grid, select_grid
 from stylegan2_ada.training.logfile import LogTee
-from stylegan2_ada.training.options import TrainingOptions, kimg_label, next_run_dir
+from stylegan2_ada.training.options import TrainingOptions, describe_adjustments, kimg_label, next_run_dir
+from stylegan2_ada.training.phases import (
+    Phase,
+    PluginLabels,
+    build_phases,
+    draw_latents,
+    fake_grid_labels,
+    plugin_labels,
+    run_phase,
+)
+from stylegan2_ada.training.phases import (  # re-exported: tests and benchmarks import them from here
+    reduce_and_guard_gradients as reduce_and_guard_gradients,
+)
 from stylegan2_ada.training.snapshots import (
     ResumeData,
     TrainingState,
@@ -58,24 +79,12 @@ from stylegan2_ada.training.snapshots import (
 )
 from stylegan2_ada.training.stats import StatsCollector, StatsWriter, cpu_memory_gb, scalar_stat
 
-ADAM_BETAS = (0.0, 0.99)
-ADAM_EPS = 1e-8
+REAL_SCORE_STATS = ("Loss/scores/real", "Loss/signs/real")  # left out without ``real_score_stats``
 
 
 class TrainingStopped(RuntimeError):
     """Training stopped early on purpose (e.g. too many training items could not be loaded), after a
     final tick and snapshot; the message says why and what to do."""
-
-
-@dataclass
-class Phase:
-    """One training phase: ``name`` in Gmain/Greg/Dmain/Dreg, the module it trains, its optimizer, and
-    ``interval`` (it runs on steps where ``batch_idx % interval == 0``; also its loss gain)."""
-
-    name: str
-    module: nn.Module
-    opt: torch.optim.Optimizer
-    interval: int
 
 
 @dataclass
@@ -90,6 +99,7 @@ class TrainingResult:
     augment_pipe: nn.Module | None
     snapshots: list[Path] = field(default_factory=list)
     last_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    stopped_early: str | None = None  # why a plugin ended the run before --kimg (a clean stop)
 
 
 # ------------------------------------------------------------------------------------------ set-up pieces
@@ -147,27 +157,6 @@ def build_networks(
     return G, D, G_ema, pipe
 
 
-def build_phases(o: TrainingOptions, G: nn.Module, D: nn.Module) -> list[Phase]:
-    """Adam optimizers with lazy-regularisation scaling and the phases Gmain, Greg, Dmain, Dreg.
-
-    With regularisation every k steps, lr and betas are scaled by ``ratio = k / (k + 1)`` (``beta ** ratio``)
-    so that the main+reg updates together match an unregularised schedule. A phase whose weight is 0
-    (``--gamma 0``, or ``pl_weight`` 0 for ``--cfg cifar``) is left out.
-    """
-    phases: list[Phase] = []
-    for name, module, lr, reg_interval, reg_on in [
-        ("G", G, o.glr, o.G_reg_interval, o.pl_weight > 0),
-        ("D", D, o.dlr, o.D_reg_interval, o.gamma > 0),
-    ]:
-        ratio = reg_interval / (reg_interval + 1)
-        betas = tuple(b**ratio for b in ADAM_BETAS)
-        opt = torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=betas, eps=ADAM_EPS)
-        phases.append(Phase(f"{name}main", module, opt, 1))
-        if reg_on:
-            phases.append(Phase(f"{name}reg", module, opt, reg_interval))
-    return phases
-
-
 def restore_from_checkpoint(
     ckpt: Any,
     o: TrainingOptions,
@@ -213,104 +202,37 @@ def fetch_reals(
     return out
 
 
-def draw_latents(
-    rounds: int,
-    batch_gpu: int,
-    z_dim: int,
-    labels: np.ndarray,
-    rng: np.random.Generator,
-    device: torch.device,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``rounds`` pairs (z [B, z_dim] ~ N(0, 1), c [B, c_dim] drawn from the training labels)."""
-    out = []
-    for _ in range(rounds):
-        z = torch.randn([batch_gpu, z_dim], device=device)
-        idx = rng.integers(0, len(labels), size=batch_gpu)
-        c = torch.from_numpy(labels[idx]).to(device)
-        out.append((z, c))
-    return out
+@dataclass
+class RealBatch:
+    """This rank's real examples of one step.
 
-
-# ---------------------------------------------------------------------------------------------- one phase
-
-
-@torch.no_grad()
-def reduce_and_guard_gradients(
-    module: nn.Module, info: dist.DistInfo, stats: StatsCollector, flat_buffer: bool | None = None
-) -> None:
-    """Average ``module``'s gradients across ranks and replace NaN by 0 and +-inf by +-1e5 (counted in
-    ``Progress/nonfinite_grads``).
-
-    Several ranks or a GPU: one flat buffer (all-reduce, count, scrub, copy back; no host sync). One CPU
-    process: in place, checking each gradient's norm first and scrubbing only gradients that need it
-    (a flat copy of every gradient would cost several passes over memory per phase). ``flat_buffer``
-    forces one way or the other (``None``: choose as above).
+    ``rounds``: (images [b, C, H, W] in [-1, 1], labels [b, c_dim]) with b <= ``batch_gpu``; none when
+    the rank's share of a plugin sampler's step is empty. ``idx`` [N] int64: their dataset indices (plugin
+    sampler only). ``total``: the step's examples over all ranks. ``expected``: the expected examples
+    per rank (plugin sampler), or ``None`` for the core's fixed batch.
     """
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return
-    if flat_buffer is None:
-        flat_buffer = info.enabled or params[0].device.type != "cpu"
-    if flat_buffer:
-        flat = dist.all_reduce_gradients(params, info)  # [P]
-        stats.report("Progress/nonfinite_grads", (~torch.isfinite(flat)).sum())
-        torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p.grad))
-        return
-    grads = [p.grad for p in params]
-    norms = torch.stack(torch._foreach_norm(grads))  # [num_params]; non-finite iff a value is (or overflows)
-    bad = (~torch.isfinite(norms)).nonzero().flatten().tolist()
-    count = 0
-    for i in bad:
-        count += int((~torch.isfinite(grads[i])).sum())
-        torch.nan_to_num(grads[i], nan=0.0, posinf=1e5, neginf=-1e5, out=grads[i])
-    stats.report("Progress/nonfinite_grads", count)
+
+    rounds: list[tuple[torch.Tensor, torch.Tensor]]
+    idx: torch.Tensor | None
+    total: int
+    expected: float | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(int(img.shape[0]) for img, _ in self.rounds)
 
 
-def run_phase(
-    phase: Phase,
-    reals: list[tuple[torch.Tensor, torch.Tensor]],
-    gens: list[tuple[torch.Tensor, torch.Tensor]],
-    loss: StyleGAN2Loss,
-    ctx: TrainingContext,
-    pm: Any,
-    stats: StatsCollector,
-    info: dist.DistInfo,
-) -> torch.Tensor:
-    """One phase over all accumulation rounds, then the optimizer step.
-
-    Each round's loss is ``(core loss + plugin terms) * interval / rounds``: the reg phases carry their
-    lazy interval as upstream, and rounds are averaged (so gradients do not depend on ``--batch-gpu``).
-    Returns ``[sum of sign(D(real)), count]`` (float64 [2], zeros outside Dmain) for the ADA controller.
-    """
-    from stylegan2_ada.plugins import call_loss_terms
-
-    rounds = len(reals)
-    gain = phase.interval / rounds
-    signal = torch.zeros(2, dtype=torch.float64, device=reals[0][0].device)
-    phase.opt.zero_grad(set_to_none=True)
-    phase.module.requires_grad_(True)
-    for (real_img, real_c), (gen_z, gen_c) in zip(reals, gens):
-        out = loss.compute(phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c)
-        total = out.loss  # [] mean over the round's examples
-        if pm is not None:
-            for name, term in call_loss_terms(pm, phase.name, ctx, out.data).items():
-                total = total + term
-                stats.report(name, term)
-        (total * gain).backward()
-        for name, value in out.stats.items():
-            stats.report(name, value)
-        signs = out.stats.get("Loss/signs/real")
-        if signs is not None:
-            signal[0] += signs.sum().double()
-            signal[1] += signs.numel()
-    reduce_and_guard_gradients(phase.module, info, stats)
-    if pm is not None:
-        pm.hook.gradient_transforms(phase=phase.name, context=ctx, module=phase.module)
-    phase.opt.step()
-    phase.module.requires_grad_(False)
-    return signal
+def sampled_reals(
+    data_iter: Iterator[Any], chunks: StepChunks, step: int, info: dist.DistInfo, device: torch.device
+) -> RealBatch:
+    """Step ``step``'s real batch from a plugin's sampler: as many loader batches as
+    :class:`.data.StepChunks` yields for it (an empty one stands for "none")."""
+    indices = chunks.sampler.indices(step)
+    share = rank_share(indices, info.rank, info.world_size)
+    rounds = fetch_reals(data_iter, chunks.chunks_in(share), device)
+    rounds = [(img, c) for img, c in rounds if img.shape[0] > 0]
+    idx = torch.from_numpy(share).to(device)
+    return RealBatch(rounds, idx, len(indices), chunks.sampler.expected_batch / info.world_size)
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -401,11 +323,14 @@ class Run:
     writer: StatsWriter | None
     loop_rng: np.random.Generator
     data_iter: Iterator[Any]
-    rounds: int  # accumulation rounds per step
+    rounds: int  # accumulation rounds per step (G's phases; D's too with the core's sampler)
     state: TrainingState
     resumed_from: str | None
     bad_items: BadItemLog
+    chunks: StepChunks | None = None  # a plugin's real-batch sampler, as the loader sees it
+    gen_labels: PluginLabels | None = None  # G's labels from a plugin (else random training labels)
     stop_reason: str | None = None  # set by a step: end with a final tick and snapshot, then raise
+    finish_reason: str | None = None  # a plugin's stop request: end with a final tick and snapshot, cleanly
     grid_size: tuple[int, int] | None = None
     grid_z: torch.Tensor | None = None  # [gw*gh, z_dim]
     grid_c: torch.Tensor | None = None  # [gw*gh, c_dim]
@@ -460,6 +385,7 @@ def training_loop(
             augment_pipe=run.pipe,
             snapshots=run.snapshots,
             last_stats=run.last_stats,
+            stopped_early=run.finish_reason,
         )
     except BaseException as exc:
         if tee is not None:
@@ -487,7 +413,9 @@ def setup_run(
     """Data, networks, optimizers, resume, loader, plugins and the initial image grids.
 
     The loader reads through a :class:`.data.TolerantDataset`: an item that fails to load is replaced by
-    another one and reported to the run's :class:`.data.BadItemLog` (see :func:`training_step`).
+    another one and reported to the run's :class:`.data.BadItemLog` (see :func:`training_step`). Which
+    items each step reads: the core's :class:`.data.InfiniteSampler`, or a plugin's sampler
+    (``real_batch_sampler``) through :class:`.data.StepChunks`.
     """
     from stylegan2_ada.augment import AdaController
     from stylegan2_ada.plugins import restore_plugin_states
@@ -496,6 +424,8 @@ def setup_run(
     start_time = time.time()
     loop_rng = seed_everything(o.seed * info.world_size + info.rank)
     resumed_from = resume_ckpt.path if resume_ckpt is not None else None
+    for line in describe_adjustments(o):
+        say(line)
     if run_dir is not None:
         say(f"Run directory: {run_dir}")
         write_json_atomic(
@@ -514,8 +444,9 @@ def setup_run(
     if dataset is None:
         dataset = open_dataset(o, pm)
     labels = label_table(dataset, o.c_dim)  # [n, c_dim]
+    size = f"{len(dataset)} items, " if o.dataset_details else ""
     say(
-        f"Dataset {getattr(dataset, 'name', o.data)!r}: {len(dataset)} items, "
+        f"Dataset {getattr(dataset, 'name', o.data)!r}: {size}"
         f"[{o.img_channels}, {o.resolution}, {o.resolution}], c_dim {o.c_dim}"
     )
 
@@ -534,6 +465,10 @@ def setup_run(
     loss = StyleGAN2Loss(
         G, D, pipe, r1_gamma=o.gamma, style_mixing_prob=o.style_mixing, pl_weight=o.pl_weight
     )
+    if o.compile:
+        from stylegan2_ada.compile import compile_for_training
+
+        loss = compile_for_training(loss, device=device, say=say)
     phases = build_phases(o, G, D)
     optimizers = {"G": phases[0].opt, "D": next(p.opt for p in phases if p.name == "Dmain")}
     ada = AdaController(target=o.target, interval=o.ada_interval, kimg=o.ada_kimg) if o.aug == "ada" else None
@@ -558,25 +493,10 @@ def setup_run(
         )
 
     # Loader: per-rank shard, resumable position; bad items are skipped and reported.
-    bad_items = BadItemLog(o.max_bad_images, say)
+    bad_items = BadItemLog(o.max_bad_images, say, show_items=o.dataset_details)
     tolerant = TolerantDataset(dataset, max_tries=o.max_bad_images + 1)
     per_rank_batch = o.batch // info.world_size
-    sampler = InfiniteSampler(
-        len(dataset),
-        rank=info.rank,
-        world_size=info.world_size,
-        shuffle=True,
-        seed=o.seed,
-        start=state.sampler_position,
-    )
-    loader = make_loader(
-        tolerant,
-        sampler,
-        o.batch_gpu,
-        o.workers,
-        pin_memory=device.type == "cuda",
-        seed=o.seed * info.world_size + info.rank,
-    )
+    loader, chunks = make_real_loader(o, info, tolerant, pm, state, device)
 
     # Plugins.
     ctx = TrainingContext(
@@ -625,7 +545,7 @@ def setup_run(
         ada_acc=ada_acc,
         pm=pm,
         ctx=ctx,
-        stats=StatsCollector(device),
+        stats=StatsCollector(device, exclude=() if o.real_score_stats else REAL_SCORE_STATS),
         writer=StatsWriter(run_dir) if run_dir is not None else None,
         loop_rng=loop_rng,
         data_iter=without_failures(iter(loader), bad_items.record),
@@ -634,6 +554,8 @@ def setup_run(
         resumed_from=resumed_from,
         bad_items=bad_items,
         start_time=start_time,
+        chunks=chunks,
+        gen_labels=plugin_labels(pm, ctx, o.c_dim),
     )
     run.metrics = setup_snapshot_metrics(
         o,
@@ -646,23 +568,10 @@ def setup_run(
         say=say,
         cur_nimg=state.cur_nimg,
     )
-
-    # Image grids (their own fixed random draws; the training RNG is untouched).
+    if chunks is not None:
+        say(f"Real examples per step: a plugin's sampler, {chunks.sampler.expected_batch:g} expected")
     if run_dir is not None:
-        run.grid_size, grid_idx, grid_labels = select_grid(
-            dataset, labels if o.c_dim else None, o.resolution, seed=o.seed
-        )
-        grid_items = [tolerant[i] for i in grid_idx]  # (image [C, H, W], label, failures)
-        bad_items.record(f for _, _, failures in grid_items for f in failures)
-        real_images = np.stack([np.asarray(image) for image, _, _ in grid_items])  # [N, C, H, W]
-        save_image_grid(real_images, run_dir / "reals.png", run.grid_size, drange=(0, 255))
-        run.grid_z = torch.randn(
-            [len(grid_idx), o.z_dim], generator=torch.Generator().manual_seed(o.seed)
-        ).to(device)
-        run.grid_c = torch.from_numpy(grid_labels).to(device)
-        save_image_grid(
-            generate_grid_images(G_ema, run.grid_z, run.grid_c), run_dir / "fakes_init.png", run.grid_size
-        )
+        write_initial_grids(run, tolerant)
 
     # Random state last, so that a resumed run continues the very same random stream.
     if resume is not None:
@@ -676,11 +585,64 @@ def setup_run(
     return run
 
 
+def make_real_loader(
+    o: TrainingOptions,
+    info: dist.DistInfo,
+    tolerant: TolerantDataset,
+    pm: Any,
+    state: TrainingState,
+    device: torch.device,
+) -> tuple[torch.utils.data.DataLoader, StepChunks | None]:
+    """The loader of real examples, and the :class:`.data.StepChunks` of a plugin's sampler (else
+    ``None``): the core's per-rank :class:`.data.InfiniteSampler` continues at ``sampler_position``, a
+    plugin's sampler at step ``batch_idx``."""
+    sampler = plugin_sampler(pm, o, tolerant.dataset)
+    seed = o.seed * info.world_size + info.rank
+    pin = device.type == "cuda"
+    if sampler is not None:
+        chunks = StepChunks(sampler, info.rank, info.world_size, o.batch_gpu, start=state.batch_idx)
+        return make_step_loader(tolerant, chunks, o.workers, pin_memory=pin, seed=seed), chunks
+    infinite = InfiniteSampler(
+        len(tolerant),
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle=True,
+        seed=o.seed,
+        start=state.sampler_position,
+    )
+    return make_loader(tolerant, infinite, o.batch_gpu, o.workers, pin_memory=pin, seed=seed), None
+
+
+def write_initial_grids(run: Run, tolerant: TolerantDataset) -> None:
+    """``reals.png`` (unless ``reals_grid`` is off) and ``fakes_init.png``; fixes the grid's latents and
+    labels (their own fixed random draws; the training RNG is untouched). Rank 0 only."""
+    o = run.o
+    run.grid_size, grid_idx, grid_labels = select_grid(
+        run.dataset, run.labels if o.c_dim else None, o.resolution, seed=o.seed
+    )
+    if o.reals_grid:
+        grid_items = [tolerant[i] for i in grid_idx]  # (image [C, H, W], label, failures)
+        run.bad_items.record(f for _, _, failures in grid_items for f in failures)
+        real_images = np.stack([np.asarray(image) for image, _, _ in grid_items])  # [N, C, H, W]
+        save_image_grid(real_images, run.run_dir / "reals.png", run.grid_size, drange=(0, 255))
+    if run.gen_labels is not None:
+        run.grid_size = grid_shape(o.resolution, num_classes=o.c_dim)
+        grid_labels = fake_grid_labels(run.gen_labels, run.grid_size[0] * run.grid_size[1], o.seed)
+    run.grid_z = torch.randn([len(grid_labels), o.z_dim], generator=torch.Generator().manual_seed(o.seed)).to(
+        run.device
+    )
+    run.grid_c = torch.from_numpy(grid_labels).to(run.device)
+    save_image_grid(
+        generate_grid_images(run.G_ema, run.grid_z, run.grid_c), run.run_dir / "fakes_init.png", run.grid_size
+    )
+
+
 def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
     """Steps until ``o.kimg`` thousand images have been shown (or ``stop_after_steps``), with ticks.
 
     A step that sets ``run.stop_reason`` ends the run early: a final tick and snapshot, then
-    :class:`TrainingStopped`.
+    :class:`TrainingStopped`. A plugin's stop request (``run.finish_reason``, see
+    :func:`check_stop_request`) ends it the same way but cleanly. Either way ``training_end`` follows.
     """
     o, state = run.o, run.state
     total_nimg = int(round(o.kimg * 1000))
@@ -692,12 +654,15 @@ def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
     tick_start_time = time.time()
     maintenance_sec = tick_start_time - run.start_time
     steps = 0
+    check_stop_request(run)  # asked for during set-up: not a single step
     while True:
-        training_step(run)
-        steps += 1
-        if stop_after_steps is not None and steps >= stop_after_steps:
-            return
-        done = run.stop_reason is not None or state.cur_nimg >= total_nimg
+        if run.finish_reason is None:
+            training_step(run)
+            steps += 1
+            if stop_after_steps is not None and steps >= stop_after_steps:
+                return
+        stopping = run.stop_reason or run.finish_reason
+        done = stopping is not None or state.cur_nimg >= total_nimg
         if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
             continue
         if run.device.type == "cuda":
@@ -710,39 +675,86 @@ def main_loop(run: Run, stop_after_steps: int | None = None) -> None:
         state.tick_start_nimg = state.cur_nimg
         tick_start_time = time.time()
         maintenance_sec = tick_start_time - tick_end_time
-        if done and run.stop_reason is not None:
+        if not done:
+            continue
+        if run.finish_reason is not None:
+            run.say(f"Stopped early: {run.finish_reason}")
+        if run.pm is not None:
+            run.pm.hook.training_end(context=run.ctx, stop_reason=stopping)
+        if run.stop_reason is not None:
             raise TrainingStopped(run.stop_reason)
-        if done:
-            return
+        return
+
+
+def check_stop_request(run: Run) -> None:
+    """Set ``run.finish_reason`` when a plugin asked to stop (``context.request_stop``) on any rank."""
+    if run.pm is None:
+        return
+    request = run.ctx.stop_request
+    if dist.any_rank(request is not None, run.info, run.device):
+        run.finish_reason = request or "a plugin asked to stop on another rank"
+
+
+def next_real_batch(run: Run) -> RealBatch:
+    """This rank's real examples of the step: R rounds of B (the core's sampler) or a plugin sampler's."""
+    if run.chunks is not None:
+        return sampled_reals(run.data_iter, run.chunks, run.state.batch_idx, run.info, run.device)
+    return RealBatch(fetch_reals(run.data_iter, run.rounds, run.device), None, run.o.batch)
 
 
 def training_step(run: Run) -> None:
-    """One step: R rounds of reals; each due phase with its own latents; EMA; ADA; counters.
+    """One step: the real batch; each due phase with its own latents; EMA; ADA; counters; ``step_end``.
 
     Items that failed to load were replaced by the loader; they are logged and counted here (on every
-    rank alike). When there are too many, the step trains nothing and sets ``run.stop_reason``.
+    rank alike). When there are too many, the step trains nothing and sets ``run.stop_reason``. After the
+    step a plugin's stop request is picked up (see :func:`check_stop_request`).
     """
     o, state, info = run.o, run.state, run.info
-    reals = fetch_reals(run.data_iter, run.rounds, run.device)
+    batch = next_real_batch(run)
     reason = run.bad_items.exchange(info, run.device)
     if reason is not None:
         run.stop_reason = reason
         return
+    run.ctx.step = state.batch_idx
+    labels = run.gen_labels if run.gen_labels is not None else run.labels
+    names = []
     for phase in run.phases:
-        if state.batch_idx % phase.interval != 0:
+        name = phase.name_at(state.batch_idx)
+        if name is None:
             continue
-        gens = draw_latents(run.rounds, o.batch_gpu, o.z_dim, run.labels, run.loop_rng, run.device)
-        run.ada_acc += run_phase(phase, reals, gens, run.loss, run.ctx, run.pm, run.stats, info)
+        sampled = batch.expected is not None  # a plugin's sampler: it feeds D; G keeps its fixed batch
+        reals = [(None, None)] * run.rounds if sampled and not phase.trains_d else batch.rounds
+        sizes = [int(img.shape[0]) for img, _ in reals] if sampled and phase.trains_d else None
+        gens = draw_latents(run.rounds, o.batch_gpu, o.z_dim, labels, run.loop_rng, run.device, sizes)
+        run.ada_acc += run_phase(
+            phase,
+            reals,
+            gens,
+            run.loss,
+            run.ctx,
+            run.pm,
+            run.stats,
+            info,
+            name=name,
+            real_idx=batch.idx if phase.trains_d else None,
+            expected=batch.expected if sampled and phase.trains_d else None,
+        )
+        names.append(name)
     update_ema(run.G_ema, run.G, ema_beta(o.batch, state.cur_nimg, o.ema_kimg, o.ema_rampup))
     if run.ada is not None and state.batch_idx % o.ada_interval == 0:
         dist.all_reduce_sum(run.ada_acc, info)
         if float(run.ada_acc[1]) > 0:
             run.ada.update(run.pipe, float(run.ada_acc[0] / run.ada_acc[1]), o.batch)
         run.ada_acc.zero_()
-    state.cur_nimg += o.batch
+    state.cur_nimg += batch.total
     state.batch_idx += 1
-    state.sampler_position += o.batch // info.world_size
+    state.sampler_position += batch.count
     run.ctx.cur_nimg = state.cur_nimg
+    if run.pm is not None:
+        expected = batch.expected * info.world_size if batch.expected is not None else o.batch
+        step = StepInfo(run.ctx.step, tuple(names), batch.count, batch.total, float(expected))
+        run.pm.hook.step_end(context=run.ctx, step=step)
+        check_stop_request(run)
 
 
 def report_tick(run: Run, tick_start_time: float, tick_end_time: float, maintenance_sec: float) -> None:
@@ -790,9 +802,11 @@ def end_of_tick(run: Run, done: bool) -> None:
     Also averages G's and G_ema's float buffers over ranks (``mapping.w_avg`` moves with each rank's own
     ws) and, before a snapshot, checks that the ranks' weights agree.
     """
-    from stylegan2_ada.plugins import plugin_states
+    from stylegan2_ada.plugins import plugin_states, resume_requirements
 
     o, state, info = run.o, run.state, run.info
+    if state.cur_tick == 0 and o.compile:
+        run.say(run.loss.compile_summary())  # compilation time of each network (first calls)
     dist.average_float_buffers(run.G, info)
     dist.average_float_buffers(run.G_ema, info)
     if not (done or state.cur_tick % o.snap == 0):
@@ -808,6 +822,7 @@ def end_of_tick(run: Run, done: bool) -> None:
     ada_pending = dist.all_reduce_sum(run.ada_acc.clone(), info).tolist()
     dist.check_consistency([("G", run.G), ("D", run.D), ("G_ema", run.G_ema)], info)
     pstates = plugin_states(run.pm, run.ctx) if run.pm is not None else {}
+    required = resume_requirements(run.pm, run.ctx) if run.pm is not None else {}
     if run.run_dir is None:
         if run.metrics is not None:  # every rank takes part in the metrics
             run.metrics.evaluate(run.G_ema, None, state.cur_nimg)
@@ -836,6 +851,7 @@ def end_of_tick(run: Run, done: bool) -> None:
         training_options=o.to_dict(),
         resumed_from=run.resumed_from,
         class_names=getattr(run.dataset, "class_names", None),
+        required_plugins=required,
     )
     run.snapshots.append(path)
     run.say(f"Saved {path.name}")

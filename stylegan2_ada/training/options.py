@@ -334,6 +334,13 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("freezed", int, "Freeze-D: number of D layers to freeze.", default=0, check=Range(ge=0)),
     OptionSpec("fp32", bool, "Disable mixed precision (fp16 only ever runs on CUDA).", default=False),
     OptionSpec(
+        "compile",
+        bool,
+        "torch.compile the networks for the main phases (falls back to eager with a message where "
+        "compilation is unavailable; regularisation phases run eagerly).",
+        default=False,
+    ),
+    OptionSpec(
         "metrics",
         str,
         f"Quality metrics at each snapshot, comma-separated ({', '.join(METRICS)}), or none; needs --detector.",
@@ -411,6 +418,69 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
 )
 SPECS: dict[str, OptionSpec] = {s.name: s for s in OPTION_SPECS}
 
+#: Resolved settings without a command-line option that plugins may change (``adjust_options``): the
+#: run-behaviour switches that exist for plugins and the values fixed by the preset or upstream.
+PLUGIN_SETTINGS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "combine_d_reg",
+        bool,
+        "R1 joins D's main phase on the steps where it is due (phase Dboth: one loss per example, one "
+        "optimizer step, D's learning rate not rescaled for lazy regularisation).",
+        default=False,
+    ),
+    OptionSpec("reals_grid", bool, "Write reals.png (a grid of training images).", default=True),
+    OptionSpec(
+        "real_score_stats",
+        bool,
+        "Report D's scores on real images (Loss/scores/real, Loss/signs/real).",
+        default=True,
+    ),
+    OptionSpec(
+        "dataset_details",
+        bool,
+        "Log the dataset's size and the names of items that fail to load.",
+        default=True,
+    ),
+    OptionSpec("ema_kimg", float, "G_ema half-life in kimg.", check=Range(gt=0)),
+    OptionSpec("ema_rampup", float, "G_ema ramp-up ratio (None: off).", check=Range(gt=0)),
+    OptionSpec("pl_weight", float, "Path-length regularisation weight.", check=Range(ge=0)),
+    OptionSpec("style_mixing", float, "Style-mixing probability.", check=Range(ge=0, le=1)),
+    OptionSpec("G_reg_interval", int, "Steps between path-length regularisation phases.", check=Range(ge=1)),
+    OptionSpec("D_reg_interval", int, "Steps between R1 regularisation phases.", check=Range(ge=1)),
+    OptionSpec("ada_interval", int, "Steps between ADA updates.", check=Range(ge=1)),
+)
+
+#: The resolved options a plugin may change (``adjust_options``). The others are fixed by the time plugins
+#: are asked: the data is open (``data``, ``cond``, ``mirror``, ``subset``, ``max_classes``), the run
+#: folder's place and name (``outdir``, ``desc``), the preset and architecture (``cfg``, ``cbase``,
+#: ``cmax``, ``map_depth``, ``fp32``, ``freezed``), the process layout (``gpus``, ``device``) and the
+#: run's identity (``seed``, ``resume``, ``plugin``, ``metrics``, ``dry_run``).
+ADJUSTABLE: dict[str, OptionSpec] = {
+    **{
+        name: SPECS[name]
+        for name in (
+            "batch",
+            "batch_gpu",
+            "kimg",
+            "tick",
+            "snap",
+            "gamma",
+            "glr",
+            "dlr",
+            "mbstd_group",
+            "aug",
+            "p",
+            "target",
+            "augpipe",
+            "ada_kimg",
+            "workers",
+            "max_bad_images",
+        )
+    },
+    **{spec.name: spec for spec in PLUGIN_SETTINGS},
+}
+_MAY_BE_NONE = ("p", "ema_rampup")
+
 # Raw command-line defaults (train.py's parameter names). ``None`` means "from the fallback".
 CLI_DEFAULTS: dict[str, Any] = {s.name: s.default for s in OPTION_SPECS}
 
@@ -479,6 +549,7 @@ class TrainingOptions:
     resume: str | None
     freezed: int
     fp32: bool
+    compile: bool
     metrics: list[str]
     detector: str | None
     metrics_num: int | None
@@ -505,6 +576,15 @@ class TrainingOptions:
     conv_clamp: int | None
     plugin_options: dict[str, Any] = field(default_factory=dict)
     desc: str = ""
+    # Run behaviour that only plugins change (PLUGIN_SETTINGS; hookspecs.adjust_options).
+    combine_d_reg: bool = False
+    reals_grid: bool = True
+    real_score_stats: bool = True
+    dataset_details: bool = True
+    # What plugins changed: {option name: {"plugin": name, "from": old value, "to": new value}}.
+    adjusted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The hooks each enabled plugin implements: {plugin name: [hook names]}.
+    plugin_hooks: dict[str, list[str]] = field(default_factory=dict)
     # Fixed (upstream's values), or taken from a resumed network.
     z_dim: int = 512
     w_dim: int = 512
@@ -825,6 +905,75 @@ def resolve_options(
             f"raise --kimg above that (now {o.kimg:g}) to train further"
         )
     return o
+
+
+def _typed(spec: OptionSpec, value: Any) -> Any:
+    """``value`` as ``spec.type`` (an int is a float too; nothing else converts), or an OptionsError."""
+    if value is None and spec.name in _MAY_BE_NONE:
+        return None
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}[spec.type]
+    if not isinstance(value, kinds) or (spec.type is not bool and isinstance(value, bool)):
+        raise OptionsError(f"must be of type {spec.type.__name__}, got {value!r}")
+    return spec.type(value)
+
+
+def apply_adjustment(o: TrainingOptions, plugin: str, changes: Mapping[str, Any]) -> TrainingOptions:
+    """``o`` with a plugin's ``adjust_options`` ``changes`` applied and recorded in ``adjusted``.
+
+    Each change is checked like the command line's value (:data:`ADJUSTABLE`: type, range, choices), then
+    the combinations (batch sizes and the minibatch-std group, ``aug``/``p``). A change of an option
+    another plugin already set to a different value is refused. Raises :class:`OptionsError` naming the
+    plugin. ``o`` itself is not modified.
+    """
+    values: dict[str, Any] = {}
+    adjusted = {name: dict(record) for name, record in o.adjusted.items()}
+    for name, value in changes.items():
+        spec = ADJUSTABLE.get(name)
+        if spec is None:
+            known = ", ".join(sorted(ADJUSTABLE))
+            raise OptionsError(
+                f"plugin {plugin!r} cannot change the option {name!r} (it may change: {known})"
+            )
+        try:
+            value = _typed(spec, value)
+            problem = spec.problem(value)
+        except OptionsError as exc:
+            problem = f"{name} {exc}"
+        if problem is not None:
+            raise OptionsError(f"plugin {plugin!r} sets {name} = {value!r}: {problem}")
+        earlier = adjusted.get(name)
+        if earlier is not None and earlier["plugin"] != plugin and earlier["to"] != value:
+            raise OptionsError(
+                f"plugins {earlier['plugin']!r} and {plugin!r} set {name} to different values "
+                f"({earlier['to']!r} and {value!r})"
+            )
+        old = getattr(o, name)
+        if value != old:
+            values[name] = value
+            adjusted[name] = {"plugin": plugin, "from": old, "to": value}
+    new = dataclasses.replace(o, **values, adjusted=adjusted)
+    try:
+        check_combinations(new)
+    except OptionsError as exc:
+        raise OptionsError(f"after the changes of plugin {plugin!r}: {exc}") from exc
+    return new
+
+
+def check_combinations(o: TrainingOptions) -> None:
+    """The checks of resolved options that involve several of them (after plugins' changes)."""
+    check_batch(dataclasses.asdict(o))
+    if o.aug == "fixed" and o.p is None:
+        raise OptionsError("--aug=fixed needs --p (the augmentation probability, 0 to 1)")
+    if o.p is not None and o.aug != "fixed":
+        raise OptionsError(f"--p={o.p} can only be given with --aug=fixed, not --aug={o.aug}")
+
+
+def describe_adjustments(o: TrainingOptions) -> list[str]:
+    """One line per option a plugin changed: ``Plugin 'x' set mbstd_group = 1 (was 4)``."""
+    return [
+        f"Plugin {record['plugin']!r} set {name} = {record['to']!r} (was {record['from']!r})"
+        for name, record in o.adjusted.items()
+    ]
 
 
 _RUN_RE = re.compile(r"^(\d+)-")

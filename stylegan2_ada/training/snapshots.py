@@ -8,7 +8,8 @@ the networks ``G``, ``D``, ``G_ema`` and ``augment_pipe`` and everything needed 
 - metadata ``training_state`` (``cur_nimg``, ``cur_tick``, ``batch_idx``, ``tick_start_nimg``,
   ``sampler_position``), ``ada`` (the controller's counters; p itself is the pipe's buffer), ``rng``
   (numpy and python states per rank), ``plugins`` (each plugin's ``plugin_state``),
-  ``training_options``, ``resumed_from``, ``class_names``.
+  ``required_plugins`` (``{plugin: reason}``: plugins without which the snapshot must not be resumed,
+  from ``resume_requirement``), ``training_options``, ``resumed_from``, ``class_names``.
 
 A snapshot is a file people share, so it names no machine or person: ``save_checkpoint`` records no
 host name, and every path in ``training_options`` and ``resumed_from`` (data, outdir, resume, plugin
@@ -31,7 +32,7 @@ import os
 import random
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ def save_snapshot(
     training_options: Mapping[str, Any],
     resumed_from: str | None = None,
     class_names: list[str] | None = None,
+    required_plugins: Mapping[str, str] | None = None,
 ) -> None:
     """Write one training snapshot atomically (see the module docstring for its contents).
 
@@ -181,6 +183,7 @@ def save_snapshot(
         "augment_p": float(augment_pipe.p) if augment_pipe is not None else None,
         "rng": rng_meta,
         "plugins": dict(plugin_states),
+        "required_plugins": dict(required_plugins or {}),
         "training_options": shareable(dict(training_options)),
         "resumed_from": shareable(resumed_from),
         "class_names": class_names,
@@ -291,6 +294,16 @@ def _load_usable(path: str | Path) -> Checkpoint:
     if is_training_snapshot(ckpt):
         parse_resume_data(ckpt)  # the training state is complete (raises ResumeError naming the file)
     return ckpt
+
+
+def check_required_plugins(ckpt: Checkpoint, enabled: Sequence[str]) -> None:
+    """Raise :class:`ResumeError` when the snapshot names a plugin (``required_plugins``) that is not
+    among the ``enabled`` plugin names, quoting the plugin's reason."""
+    required = ckpt.metadata.get("required_plugins") if is_training_snapshot(ckpt) else None
+    missing = {name: reason for name, reason in (required or {}).items() if name not in enabled}
+    if missing:
+        needs = "; ".join(f"--plugin {name}: {reason}" for name, reason in missing.items())
+        raise ResumeError(f"--resume {ckpt.path}: this snapshot can only be continued with {needs}")
 
 
 def is_training_snapshot(ckpt: Checkpoint) -> bool:

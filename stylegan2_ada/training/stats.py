@@ -27,15 +27,19 @@ class StatsCollector:
 
     ``report`` does not synchronise with the device; :meth:`reduce` (once per tick, called on every rank
     together) sums across ranks and returns ``{name: {"num", "mean", "std"}}``, then starts afresh.
+    Statistics named in ``exclude`` are dropped as they are reported.
     """
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self, device: torch.device | str = "cpu", exclude: tuple[str, ...] = ()) -> None:
         self.device = torch.device(device)
+        self.exclude = frozenset(exclude)
         self._count: dict[str, float] = {}  # name -> number of values (known on the host, no sync)
         self._moments: dict[str, torch.Tensor] = {}  # name -> [sum, sum of squares] float64 on device
 
     def report(self, name: str, value: torch.Tensor | float | int) -> None:
         """Add the values of ``value`` (any shape; every element counts once) to statistic ``name``."""
+        if name in self.exclude:
+            return
         if isinstance(value, torch.Tensor):
             v = value.detach().reshape(-1).to(self.device, torch.float64)
         else:
