@@ -201,9 +201,12 @@ def _training(o: dict[str, Any], outdir: Path, ctx: dict[str, Any]) -> str:
         _figure(_rel(m["losses_png"], outdir), "Generator and discriminator losses against kimg")
         + _figure(_rel(m["metrics_png"], outdir), "Metrics over training (class-balanced)")
         + _table(rows, header)
-        + f'<p class="note">FID and KID on the features of the abnormality classifier ({_e(m["detector"]["feature_dim"])} '
-        "features), per class and averaged over the classes; small sample sizes make them noisy and biased "
-        "upwards, so compare runs only with each other.</p>"
+        + f'<p class="note">FID and KID of every snapshot (<code>train.py --metrics</code>), on the features of the '
+        f"abnormality classifier ({_e(m['detector']['feature_dim'])} features), per class and averaged over the "
+        "classes; small sample sizes make them noisy and biased upwards, so compare the runs only with each "
+        "other. Computing them took "
+        + ", ".join(f"{_e(v)} s of the {_e(k)} run" for k, v in m["seconds_in_training"].items())
+        + ".</p>"
     )
 
 

@@ -13,10 +13,10 @@ Stages (each calls the project's own command or function, nothing is reimplement
 ``03-split``         patients to a real training set (with patient ``groups``) and a real test set
 ``04-classifier``    :func:`classification.train.train_classifier` on the training set, evaluated on the
                      test set (:func:`classification.evaluate.evaluate`)
-``05-gan-standard``  ``train.py --cond 1``: the standard conditional StyleGAN2-ADA
+``05-gan-standard``  ``train.py --cond 1``: the standard conditional StyleGAN2-ADA, with ``--metrics``
+                     (FID/KID at every snapshot on the classifier's features, ``--detector``)
 ``06-gan-spinegan``  the same with ``--plugin spinegan --classifier`` (the classifier's loss on the fakes)
-``07-metrics``       FID/KID of every snapshot of both runs on the classifier's features
-                     (:func:`stylegan2_ada.metrics.runner.compute_metrics`), loss and metric curves
+``07-metrics``       loss and metric curves of both runs (:func:`stylegan2_ada.metrics.curves.plot_curves`)
 ``08-samples``       real and generated grids per class, the class-morph clip (``gen_video.py --morph``)
 ``09-experiment``    :func:`classification.experiment.run_experiment`: real vs standard GAN vs SpineGAN
 ``10-report``        ``OUTDIR/report.html`` (:mod:`showcase.report`)
@@ -265,19 +265,15 @@ def classifier(demo: Demo) -> dict[str, Any]:
 
 
 def _gan(demo: Demo, stage: str, extra: list[str]) -> dict[str, Any]:
+    """``train.py`` into the stage's folder; the metrics are computed at every snapshot (``--metrics``)
+    on the classifier's features (a classifier model file is a detector, docs/metrics.md)."""
     p = demo.preset
     folder = demo.folder(stage)
     args = [str(REPO_ROOT / "train.py"), "--outdir", str(folder), "--data", demo.outputs("03-split")["train"]]
     args += ["--cond", "1", "--mirror", "1", "--kimg", str(p.gan_kimg), "--tick", str(p.gan_tick)]
-    args += [
-        "--snap",
-        str(p.gan_snap),
-        "--seed",
-        str(p.seed),
-        "--device",
-        demo.device,
-        *shlex.split(p.gan_options),
-    ]
+    args += ["--snap", str(p.gan_snap), "--seed", str(p.seed), "--device", demo.device]
+    args += ["--metrics", ",".join(p.metrics), "--metrics-num", str(p.metrics_num)]
+    args += ["--detector", demo.outputs("04-classifier")["model"], *shlex.split(p.gan_options)]
     demo.run(args + extra)
     runs = sorted(d for d in folder.iterdir() if d.is_dir() and d.name[:5].isdigit())
     if len(runs) != 1:
@@ -287,7 +283,7 @@ def _gan(demo: Demo, stage: str, extra: list[str]) -> dict[str, Any]:
         raise DemoError(f"{runs[0]}: the run saved no snapshot")
     return {
         "run": str(runs[0]),
-        "snapshots": [str(s) for s in snapshots],
+        "snapshots": len(snapshots),
         "final": str(snapshots[-1]),
         "name": NETWORK_NAMES[stage],
     }
@@ -298,100 +294,55 @@ def gan_standard(demo: Demo) -> dict[str, Any]:
 
 
 def gan_spinegan(demo: Demo) -> dict[str, Any]:
+    weight = str(demo.preset.domain_weight)
     model = demo.outputs("04-classifier")["model"]
     return _gan(
-        demo,
-        "06-gan-spinegan",
-        ["--plugin", "spinegan", "--classifier", model, "--domain-weight", str(demo.preset.domain_weight)],
+        demo, "06-gan-spinegan", ["--plugin", "spinegan", "--classifier", model, "--domain-weight", weight]
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # Metrics, samples.
 
-
-def _classifier_extractor(path: str, device: str) -> Any:
-    """The classifier's penultimate features as a metrics feature extractor (FID "on domain features")."""
-    from classification.model_file import load_classifier
-    from stylegan2_ada.checkpoint import sha256_file
-    from stylegan2_ada.metrics.extractors import InputSpec, ModuleExtractor
-
-    clf = load_classifier(path, device=device)
-    return ModuleExtractor(
-        clf.features,
-        InputSpec(input_size=None, input_channels=clf.meta.in_channels, input_range="-1-1"),
-        name="spinegan-classifier",
-        kind="classifier",
-        path=path,
-        file_sha256=sha256_file(path),
-        device=device,
-    )
-
-
 #: The training statistics plotted: G and D losses, and the spinegan plugin's term and agreement.
 _LOSS_STATS = ("Loss/G/loss", "Loss/D/loss", "Loss/spinegan/domain", "Domain/agreement")
 
 
-def _snapshot_kimg(path: str) -> float:
-    """``network-snapshot-000000.240.safetensors`` -> 0.24 (the loop's kimg labels)."""
-    return float(Path(path).name[len("network-snapshot-") : -len(".safetensors")])
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def metrics(demo: Demo) -> dict[str, Any]:
-    from stylegan2_ada import checkpoint as ckpt
-    from stylegan2_ada.dataset import open_image_dataset
-    from stylegan2_ada.generation import select_generator
+    """The curves of both runs (metric-*.jsonl and stats.jsonl, written by train.py) and the last values."""
     from stylegan2_ada.metrics.curves import plot_curves
-    from stylegan2_ada.metrics.runner import append_metric_jsonl, compute_metrics
 
     p = demo.preset
-    extractor = _classifier_extractor(demo.outputs("04-classifier")["model"], demo.device)
-    dataset = open_image_dataset(demo.outputs("03-split")["train"], use_labels=True)
     runs = [demo.outputs(s) for s in NETWORK_NAMES]
+    dirs, labels = [r["run"] for r in runs], [r["name"] for r in runs]
     folder = demo.folder("07-metrics")
-    for run in runs:
-        for snapshot in run["snapshots"]:
-            demo.say(f"{run['name']}: {', '.join(p.metrics)} of {Path(snapshot).name}")
-            _, G = select_generator(ckpt.load_checkpoint(snapshot, demo.device).networks)
-            results = compute_metrics(
-                p.metrics,
-                G,
-                dataset,
-                extractor,
-                num_gen=p.metrics_num,
-                device=demo.device,
-                cache_dir=folder / "cache",
-                seed=p.seed,
-                progress=demo.progress,
-                log=demo.say,
-            )
-            for name, result in results.items():
-                append_metric_jsonl(
-                    folder / Path(run["run"]).name, name, result, snapshot, kimg=_snapshot_kimg(snapshot)
-                )
-    # The curves read metric-*.jsonl and stats.jsonl from one folder per run: the metric lines are here,
-    # the training statistics are the run's own (copied, never modified).
-    for run in runs:
-        shutil.copyfile(Path(run["run"]) / "stats.jsonl", folder / Path(run["run"]).name / "stats.jsonl")
-    dirs = [folder / Path(run["run"]).name for run in runs]
-    labels = [run["name"] for run in runs]
     plot_curves(
         dirs, folder / "metrics.png", metrics=None, stats=[], labels=labels, title="Metrics over training"
     )
     plot_curves(
         dirs, folder / "losses.png", metrics=[], stats=_LOSS_STATS, labels=labels, title="Training losses"
     )
-    final = {}
-    for run, d in zip(runs, dirs):
-        final[run["name"]] = {
-            name: json.loads((d / f"metric-{name}.jsonl").read_text().splitlines()[-1])["results"][name]
-            for name in p.metrics
-        }
+    final, seconds, detector = {}, {}, None
+    for run in runs:
+        last = {name: _jsonl(Path(run["run"]) / f"metric-{name}.jsonl")[-1] for name in p.metrics}
+        final[run["name"]] = {name: line["results"][name] for name, line in last.items()}
+        detector = next(iter(last.values()))["detector"]
+        timing = [
+            line["Timing/metrics_sec"]
+            for line in _jsonl(Path(run["run"]) / "stats.jsonl")
+            if "Timing/metrics_sec" in line
+        ]
+        seconds[run["name"]] = round(sum(t["mean"] if isinstance(t, dict) else t for t in timing), 1)
     return {
         "metrics_png": str(folder / "metrics.png"),
         "losses_png": str(folder / "losses.png"),
         "final": final,
-        "detector": extractor.describe(),
+        "detector": detector,
+        "seconds_in_training": seconds,
     }
 
 

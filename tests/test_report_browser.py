@@ -93,6 +93,7 @@ def _stage_outputs(root: Path) -> dict[str, dict]:
             "metrics_png": _png(root / "07-metrics/metrics.png", (64, 96), 3),
             "final": {net: {"fid50k_full": 1.5, "kid50k_full": 0.01} for net in nets},
             "detector": {"feature_dim": 64},
+            "seconds_in_training": {net: 2.5 for net in nets},
         },
         "08-samples": {
             "grids": grids,
