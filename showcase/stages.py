@@ -179,47 +179,43 @@ def _copy_dataset(
     )
 
 
+def _films(demo: Demo) -> tuple[Path, list[str], list[tuple[str, int, str]]]:
+    """The converted dataset's folder, class names and ``(relpath, label, patient id)`` per image: the
+    conversion report maps each PNG to its image id, the findings CSV each image id to its patient."""
+    dataset = Path(demo.outputs("02-dataset")["dataset"])
+    annotations = Path(demo.outputs("01-phantoms")["annotations"])
+    patient_of = {row["image_id"]: row["patient_id"] for row in _csv_rows(annotations)}
+    report = _csv_rows(dataset / "conversion_report.csv")
+    image_of = {row["output"]: row["image_id"] for row in report if row["output"]}
+    doc = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
+    entries = []
+    for rel, label in doc["labels"]:
+        if image_of.get(rel) not in patient_of:
+            raise DemoError(f"{dataset}: {rel} has no patient in the conversion report and {annotations}")
+        entries.append((rel, int(label), patient_of[image_of[rel]]))
+    return dataset, doc.get("class_names") or ["normal", "abnormal"], entries
+
+
 def split(demo: Demo) -> dict[str, Any]:
-    """Patients (not films) to the training or the test set: stratified by whether the patient has a
-    lesion, grouped so that no patient is on both sides (scikit-learn's StratifiedGroupKFold, the first
-    of ``round(1 / test_fraction)`` folds held out for testing)."""
+    """Patients (not films) to the training or the test set, stratified by class: scikit-learn's
+    StratifiedGroupKFold with the patients as groups, the first of ``round(1 / test_fraction)`` folds
+    held out for testing."""
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
-    dataset = Path(demo.outputs("02-dataset")["dataset"])
-    patient_of = {
-        row["image_id"]: row["patient_id"]
-        for row in _csv_rows(Path(demo.outputs("01-phantoms")["annotations"]))
-    }
-    image_of = {
-        row["output"]: row["image_id"]
-        for row in _csv_rows(dataset / "conversion_report.csv")
-        if row["output"]
-    }
-    doc = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
-    class_names = doc.get("class_names") or ["normal", "abnormal"]
-    entries = []
-    for rel, label in doc["labels"]:
-        image_id = image_of.get(rel)
-        if image_id not in patient_of:
-            raise DemoError(f"{dataset}: {rel} has no patient in the conversion report and annotations")
-        entries.append((rel, int(label), patient_of[image_id]))
+    dataset, class_names, entries = _films(demo)
     labels = np.array([label for _, label, _ in entries])
-    patients = [patient for _, _, patient in entries]
     folds = max(2, round(1 / demo.preset.test_fraction))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=demo.preset.seed)
-    train_idx, test_idx = next(splitter.split(labels, labels, patients))
-    parts = {"train": [entries[i] for i in train_idx], "test": [entries[i] for i in test_idx]}
+    train_idx, test_idx = next(splitter.split(labels, labels, [patient for _, _, patient in entries]))
     out: dict[str, Any] = {"class_names": class_names, "method": f"StratifiedGroupKFold, 1 of {folds} folds"}
-    for part, chosen in parts.items():
+    for part, index in (("train", train_idx), ("test", test_idx)):
+        chosen = [entries[i] for i in index]
         _copy_dataset(dataset, chosen, class_names, demo.folder("03-split") / part)
         out[part] = str(demo.folder("03-split") / part)
-        out[f"{part}_patients"] = len({p for _, _, p in chosen})
-        out[f"{part}_counts"] = {
-            name: sum(1 for _, lab, _ in chosen if lab == k) for k, name in enumerate(class_names)
-        }
-    if set(p for _, _, p in parts["train"]) & set(p for _, _, p in parts["test"]):
-        raise DemoError("a patient is on both sides of the split")  # cannot happen with grouped folds
+        out[f"{part}_patients"] = len({patient for _, _, patient in chosen})
+        counts = np.bincount([label for _, label, _ in chosen], minlength=len(class_names))
+        out[f"{part}_counts"] = {name: int(counts[k]) for k, name in enumerate(class_names)}
     return out
 
 
@@ -353,51 +349,64 @@ def _grid(images: Any, columns: int, path: Path) -> None:
     save_image_grid(images, path, (columns, len(images) // columns), drange=(0, 255))
 
 
-def samples(demo: Demo) -> dict[str, Any]:
+def _real_grids(demo: Demo, n: int) -> dict[str, dict[str, str]]:
+    """Per class name, ``{"real": PNG}``: ``n`` training images of the class (a seeded random draw)."""
     import numpy as np
-    import torch
 
-    from stylegan2_ada import checkpoint as ckpt
     from stylegan2_ada.dataset import open_image_dataset
-    from stylegan2_ada.generation import class_label, select_generator, synthesize
 
-    p = demo.preset
-    n = p.grid_columns * p.grid_rows
-    folder = demo.folder("08-samples")
     data = demo.outputs("03-split")
     real = open_image_dataset(data["train"], use_labels=True)
-    labels = real.raw_labels
-    rng = np.random.default_rng(p.seed)
-    grids: dict[str, dict[str, str]] = {}
+    rng = np.random.default_rng(demo.preset.seed)
+    grids = {}
     for k, name in enumerate(data["class_names"]):
-        members = rng.permutation(np.flatnonzero(labels == k))[:n]
+        members = rng.permutation(np.flatnonzero(real.raw_labels == k))[:n]
         if len(members) < n:
             raise DemoError(
                 f"{data['train']}: only {len(members)} images of class {name}; the grid needs {n}"
             )
-        path = folder / f"real-{k}.png"
-        _grid(np.stack([real[int(i)][0] for i in members]), p.grid_columns, path)
+        path = demo.folder("08-samples") / f"real-{k}.png"
+        _grid(np.stack([real[int(i)][0] for i in members]), demo.preset.grid_columns, path)
         grids[name] = {"real": str(path)}
+    return grids
+
+
+def _fake_grids(demo: Demo, stage: str, n: int) -> dict[str, str]:
+    """Per class name, a PNG of the images of seeds ``0..n-1`` of the stage's final network."""
+    import numpy as np
+
+    from stylegan2_ada import checkpoint as ckpt
+    from stylegan2_ada.generation import class_label, select_generator, synthesize
+
+    _, G = select_generator(ckpt.load_checkpoint(demo.outputs(stage)["final"], demo.device).networks)
+    grids = {}
+    for k, name in enumerate(demo.outputs("03-split")["class_names"]):
+        label = class_label(G.c_dim, k)
+        fakes = np.stack([img for _, img in synthesize(G, list(range(n)), label, device=demo.device)])
+        path = demo.folder("08-samples") / f"{stage[3:]}-{k}.png"
+        _grid(fakes.transpose(0, 3, 1, 2), demo.preset.grid_columns, path)  # [N, H, W, C] -> [N, C, H, W]
+        grids[name] = str(path)
+    return grids
+
+
+def samples(demo: Demo) -> dict[str, Any]:
+    """Real and generated grids per class, and the class-morph clip of the SpineGAN network."""
+    p = demo.preset
+    n = p.grid_columns * p.grid_rows
+    grids = _real_grids(demo, n)
     for stage, net_name in NETWORK_NAMES.items():
-        network = demo.outputs(stage)["final"]
-        _, G = select_generator(ckpt.load_checkpoint(network, demo.device).networks)
-        for k, name in enumerate(data["class_names"]):
-            fakes = [
-                img for _, img in synthesize(G, list(range(n)), class_label(G.c_dim, k), device=demo.device)
-            ]
-            path = folder / f"{stage[3:]}-{k}.png"
-            _grid(torch.from_numpy(np.stack(fakes)).permute(0, 3, 1, 2).numpy(), p.grid_columns, path)
-            grids[name][net_name] = str(path)
-    video = folder / "morph.mp4"
-    spinegan = demo.outputs("06-gan-spinegan")["final"]
-    args = ["gen_video.py", "--network", spinegan, "--seeds", p.video_seeds, "--grid", p.video_grid]
-    args += ["--morph", "0,1,0", "--w-frames", str(p.video_frames), "--fps", "24", "--device", demo.device]
-    demo.run(args + ["--output", str(video)] + demo.quiet_flag("--quiet"))
+        for name, path in _fake_grids(demo, stage, n).items():
+            grids[name][net_name] = path
+    video = demo.folder("08-samples") / "morph.mp4"
+    args = ["gen_video.py", "--network", demo.outputs("06-gan-spinegan")["final"], "--seeds", p.video_seeds]
+    args += ["--grid", p.video_grid, "--morph", "0,1,0", "--w-frames", str(p.video_frames), "--fps", "24"]
+    demo.run(args + ["--device", demo.device, "--output", str(video)] + demo.quiet_flag("--quiet"))
+    class_names = demo.outputs("03-split")["class_names"]
     return {
         "grids": grids,
         "video": str(video),
         "video_network": NETWORK_NAMES["06-gan-spinegan"],
-        "video_classes": [data["class_names"][k] for k in (0, 1, 0)],
+        "video_classes": [class_names[k] for k in (0, 1, 0)],
         "seeds": list(range(n)),
     }
 
