@@ -21,7 +21,10 @@ from classification.models import ARCHITECTURES
 __all__ = ["main"]
 
 # Commands defined in other modules, imported only when used: name -> "module:attribute".
-_LAZY_COMMANDS = {"evaluate": "classification.evaluate:evaluate_command"}
+_LAZY_COMMANDS = {
+    "evaluate": "classification.evaluate:evaluate_command",
+    "experiment": "classification.experiment:experiment_command",
+}
 
 
 class _Group(click.Group):
