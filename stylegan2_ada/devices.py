@@ -45,3 +45,29 @@ def resolve_device(requested: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but no CUDA device is available (use --device cpu)")
     return device
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Let the C allocator keep freed memory for reuse instead of handing it back to the OS (glibc only).
+
+    glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
+    and unmaps it on ``free``, so each large tensor of a training step (activations, gradients) is
+    zero-filled page by page again on first touch. Measured on the 2-core VM: a traced discriminator
+    forward took 396k page faults and 0.55 s of system time per step. Serving all blocks from the heap
+    and never trimming it makes the next step reuse the same pages; the price is that the process keeps
+    its peak memory until it exits (as CUDA's caching allocator does for GPU memory).
+
+    Returns ``True`` when applied (Linux with glibc), ``False`` elsewhere (nothing changes).
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stylegan2_ada import devices
 from stylegan2_ada.atomic import write_json_atomic
 from stylegan2_ada.loss import StyleGAN2Loss
 from stylegan2_ada.plugin_api import StepInfo, TrainingContext
@@ -106,7 +107,8 @@ class TrainingResult:
 
 
 def setup_device(o: TrainingOptions, info: dist.DistInfo) -> torch.device:
-    """The device of this rank; on CUDA turns on cudnn.benchmark and keeps TF32 off (as upstream)."""
+    """The device of this rank; on CUDA turns on cudnn.benchmark and keeps TF32 off (as upstream); on CPU
+    lets the C allocator keep freed memory for the next step (:func:`devices.keep_freed_cpu_memory`)."""
     if o.device == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
@@ -114,6 +116,7 @@ def setup_device(o: TrainingOptions, info: dist.DistInfo) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         return device
+    devices.keep_freed_cpu_memory()
     return torch.device("cpu")
 
 
