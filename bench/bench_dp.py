@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from plugins.dp.mechanism import discriminator_losses, private_discriminator_gradients, privatise  # noqa: E402
 from plugins.dp.per_example import clipped_grad_sum_loop  # noqa: E402
+from stylegan2_ada.devices import keep_freed_cpu_memory  # noqa: E402
 from stylegan2_ada.loss import StyleGAN2Loss  # noqa: E402
 from stylegan2_ada.networks import Discriminator  # noqa: E402
 
@@ -184,16 +185,26 @@ def main() -> None:
         action="store_true",
         help="time all paths in one process, round-robin (robust to a changing machine load; no memory figures)",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: glibc keeps freed memory for reuse, as train.py sets on CPU "
+        "(stylegan2_ada.devices.keep_freed_cpu_memory); default: glibc's own behaviour",
+    )
     parser.add_argument("--path", help=argparse.SUPPRESS)  # internal: run one path, print JSON
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.allocator == "keep" and args.device == "cpu":
+        keep_freed_cpu_memory()
     if args.path:
         print(json.dumps(run_one(args)))
         return
 
     print(
-        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}"
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}, "
+        f"allocator {args.allocator}"
     )
     if args.device == "cuda":
         print(f"device: {torch.cuda.get_device_name()}")
@@ -205,7 +216,10 @@ def main() -> None:
     for path in [] if args.interleave else args.paths.split(","):
         cmd = (
             [sys.executable, __file__, "--path", path]
-            + [f"--{k}={getattr(args, k)}" for k in ("device", "repeats", "batch", "resolution", "cbase")]
+            + [
+                f"--{k}={getattr(args, k)}"
+                for k in ("device", "repeats", "batch", "resolution", "cbase", "allocator")
+            ]
             + ([f"--threads={args.threads}"] if args.threads else [])
         )
         proc = subprocess.run(cmd, capture_output=True, text=True)
