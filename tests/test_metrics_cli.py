@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from conftest import FIXTURE_PKL, needs_fixture, tiny_g_kwargs
 from PIL import Image
 from sg2_training_support.data import make_shapes
+from sg2_training_support.detector import TinyDetector, script
 from torch import nn
 
 from stylegan2_ada import checkpoint
@@ -34,18 +35,6 @@ def _load_cli():
 CLI = _load_cli()
 
 
-class TinyDetector(nn.Module):
-    """Upstream's detector convention: uint8-range [N, 3, H, W], features with return_features=True."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = torch.relu(self.conv(img.to(torch.float32) / 127.5 - 1))
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
 @pytest.fixture
 def setup(tmp_path: Path) -> dict[str, Path]:
     torch.manual_seed(0)
@@ -56,9 +45,7 @@ def setup(tmp_path: Path) -> dict[str, Path]:
         snapshot, networks={"G_ema": G}, metadata={"training_state": {"cur_nimg": 4000}}
     )
     detector = tmp_path / "detector.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(TinyDetector().eval()).save(str(detector))
+    script(TinyDetector(), detector)
     return {
         "snapshot": snapshot,
         "data": make_shapes(tmp_path / "shapes", n=16, res=16),

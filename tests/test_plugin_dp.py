@@ -13,6 +13,7 @@ import click
 import pytest
 import torch
 from sg2_training_support.data import make_shapes, tiny_args
+from sg2_training_support.detector import TinyDetector, script
 
 from plugins.dp import planned_steps, sample_rate
 from plugins.dp.accounting import compute_epsilon, noise_for_epsilon
@@ -217,8 +218,19 @@ def test_declared_public_plugins_pass_and_warnings_are_printed(tmp_path: Path, c
     assert "NOT differentially private" in capsys.readouterr().err
 
 
-def test_target_epsilon_gives_the_noise_for_the_planned_steps() -> None:
-    from plugins.dp import Settings, noise_multiplier
+def test_metrics_read_the_private_images_and_need_an_explicit_flag(tmp_path: Path) -> None:
+    metrics = ("--metrics", "kid50k_full", "--detector", str(script(TinyDetector(), tmp_path / "det.pt")))
+    with pytest.raises(click.UsageError, match="--allow-metrics") as info:
+        dry_run(tmp_path, *DP, "--noise", "1", *metrics)
+    assert "guarantee does not cover" in str(info.value) and not (tmp_path / "runs").exists()
+    allowed = dry_run(tmp_path, *DP, "--noise", "1", *metrics, "--allow-metrics")
+    assert allowed.metrics == ["kid50k_full"] and allowed.plugin_options["allow_metrics"]
+    legacy = dry_run(tmp_path, "--plugin", "dp", "--dp-mode", "legacy", *metrics)  # no guarantee to void
+    assert legacy.metrics == ["kid50k_full"]
+
+
+def test_target_epsilon_gives_the_noise_for_the_planned_steps_and_is_the_budget() -> None:
+    from plugins.dp import PrivacyLedger, PrivateRun, Settings, noise_multiplier
 
     options = {
         "dp_mode": "dp", "noise": None, "clip": 1.0, "no_clip": False, "microbatch": 1, "delta": 1e-5,
@@ -229,6 +241,17 @@ def test_target_epsilon_gives_the_noise_for_the_planned_steps() -> None:
     sigma = noise_multiplier(Settings.of(options), options)
     assert sigma == pytest.approx(noise_for_epsilon(5.0, 0.01, 2000, 1e-5), rel=1e-6)
     assert compute_epsilon(sigma, 0.01, 2000, 1e-5) == pytest.approx(5.0, rel=1e-2)
+    # Poisson batches vary, so showing --kimg images may take more steps than planned: the run stops
+    # before the step that would spend more than the target (no --max-epsilon given).
+    settings = Settings.of(options)
+    assert settings.budget == (5.0, "--target-epsilon")
+    run = PrivateRun(s=settings, sigma=sigma, q=0.01, dataset_size=3200, ledger=PrivacyLedger(), planned=2000)
+    run.begin()
+    assert abs(run.allowed - 2000) <= 20
+    assert (
+        run.ledger.epsilon_after(run.allowed, 1e-5) <= 5.0 < run.ledger.epsilon_after(run.allowed + 1, 1e-5)
+    )
+    assert Settings.of({**options, "max_epsilon": 3.0}).budget == (3.0, "--max-epsilon")
 
 
 def test_legacy_run_is_labelled_not_private_and_changes_nothing_else(tmp_path: Path) -> None:

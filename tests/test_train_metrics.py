@@ -9,7 +9,6 @@ import json
 import math
 import os
 import socket
-import warnings
 from pathlib import Path
 
 import click
@@ -17,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from sg2_training_support.data import make_shapes, tiny_args
+from sg2_training_support.detector import TinyDetector, script
 from torch import nn
 
 from stylegan2_ada.checkpoint import load_checkpoint
@@ -30,31 +30,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 METRIC = ("--metrics", "fid50k_full", "--metrics-num", "32")
 
 
-class TinyDetector(nn.Module):
-    """Upstream's detector convention: uint8-range [N, 3, H, W] in, [N, 16] features out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = torch.relu(self.conv(img.to(torch.float32) / 127.5 - 1))
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
 class BinaryImagesOnly(nn.Module):
     """Works on the load-time probe (zeros) and on the real shapes (0 or 255), fails on generated images."""
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         assert bool(((img == 0) | (img == 255)).all()), "only black-and-white images"
         return img.float().mean(dim=(2, 3))
-
-
-def script(module: nn.Module, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
-        torch.jit.script(module.eval()).save(str(path))
-    return path
 
 
 def train(outdir: Path, data: Path, *extra: str, kimg: float = 0.016):

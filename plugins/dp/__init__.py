@@ -23,7 +23,9 @@ This module wires them into training through the core's hooks only:
   (``plugin_state``), a clean stop before ``--max-epsilon`` would be exceeded (``step_end``), and a
   snapshot cannot be resumed without the plugin (``resume_requirement``);
 - other plugins that could see the training images are refused unless declared public
-  (``--declare-public NAME``).
+  (``--declare-public NAME``), and so is ``--metrics`` (FID and the rest compare the fakes with the
+  training images, and their published values are not covered) unless ``--allow-metrics`` says the
+  values stay with the data holder.
 
 ``--dp-mode legacy``: the original mechanism (noise then whole-module clip on G and D after every phase,
 ``gradient_transforms``), printed and logged as NOT differentially private; ``--no-clip`` and
@@ -143,6 +145,12 @@ def plugin_options() -> list[click.Option]:
             help="dp: declare that another enabled plugin only uses public data (e.g. a classifier NOT "
             "trained on this data); other plugins that could see the training images are refused.",
         ),
+        click.Option(
+            ["--allow-metrics"],
+            is_flag=True,
+            help="dp: allow --metrics. They compare the fakes with the private training images, and the "
+            "guarantee does not cover their values: keep them with the data holder, do not publish them.",
+        ),
     ]
 
 
@@ -180,6 +188,16 @@ class Settings:
             accountant=options["accountant"],
             declared_public=tuple(options["declare_public"] or ()),
         )
+
+    @property
+    def budget(self) -> tuple[float, str] | None:
+        """(epsilon not to exceed, the option that set it): ``--max-epsilon``, else ``--target-epsilon``
+        (a Poisson-sampled run may need a few more steps than planned to show ``--kimg`` images)."""
+        if self.max_epsilon is not None:
+            return self.max_epsilon, "--max-epsilon"
+        if self.target_epsilon is not None:
+            return self.target_epsilon, "--target-epsilon"
+        return None
 
 
 def _problem(s: Settings, plugins: list[str]) -> str | None:
@@ -308,6 +326,13 @@ def check_run(options: Mapping[str, Any], dataset: Any) -> None:
         click.echo(f"Warning: --plugin dp --dp-mode legacy: {NOT_PRIVATE}", err=True)
         return
     _readers_check(options, s)
+    if options["metrics"] and not options["allow_metrics"]:
+        raise click.UsageError(
+            f"--plugin dp: --metrics {','.join(options['metrics'])} compares the fakes with the private "
+            "training images at every snapshot, and the guarantee does not cover the values it writes; "
+            "train without --metrics (evaluate later on public or held-out data), or give --allow-metrics "
+            "if the values will stay with the data holder"
+        )
     if options["mirror"]:
         raise click.UsageError(
             "--plugin dp: --mirror adds an x-flipped copy of every image, so one image would count as two "
@@ -354,8 +379,8 @@ class PrivateRun:
     def begin(self) -> None:
         self.ledger.begin(self.sigma, self.q, self.s.microbatch)
         self._epsilon = None
-        limit = self.s.max_epsilon
-        self.allowed = None if limit is None else steps_within(self.ledger, limit, self.s.delta)
+        budget = self.s.budget
+        self.allowed = None if budget is None else steps_within(self.ledger, budget[0], self.s.delta)
 
     def epsilon(self) -> float:
         """Epsilon of the privatised steps taken so far, at ``--delta``."""
@@ -500,7 +525,7 @@ def _check_budget(context: TrainingContext, run: PrivateRun) -> None:
     if run.allowed is not None and run.ledger.steps >= run.allowed:
         context.request_stop(
             f"dp: epsilon {run.epsilon():.4g} after {run.ledger.steps} privatised steps; one more step would "
-            f"exceed --max-epsilon {run.s.max_epsilon:g}"
+            f"exceed {run.s.budget[1]} {run.s.budget[0]:g}"
         )
 
 

@@ -1,2 +1,3 @@
-"""Support for the training tests: a test plugin (``sg2_training_support.extra_loss``, named by dotted path)
-and tiny datasets (:mod:`sg2_training_support.data`). Nothing here is imported by the product."""
+"""Support for the training tests: a test plugin (``sg2_training_support.extra_loss``, named by dotted path),
+tiny datasets (:mod:`sg2_training_support.data`) and a tiny TorchScript detector for ``--metrics``
+(:mod:`sg2_training_support.detector`). Nothing here is imported by the product."""
