@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -138,6 +138,7 @@ def check_parsed(info: DatasetLabels) -> None:
 
 @FUZZ
 @given(doc=documents())
+@example(doc={"labels": None, "class_names": [str(i) for i in range(MAX_CLASSES + 1)]})  # found by the fuzz
 def test_parse_any_json_gives_labels_or_a_dataset_error(doc: object) -> None:
     text = json.dumps(doc)
     try:

@@ -216,7 +216,9 @@ def parse_dataset_json(data: bytes | str, where: str, *, max_classes: int | None
     class_names = _class_names(obj, where)
     fmt, pairs = _pairs(obj, where)
     if pairs is None:
-        return DatasetLabels(None, class_names, fmt, None, where, len(class_names or []))
+        dim = len(class_names or [])
+        _check_max_classes(dim, f'"class_names" lists {dim} classes', max_classes, where)
+        return DatasetLabels(None, class_names, fmt, None, where, dim)
     labels: dict[str, Label] = {}
     for key, value in pairs:
         label = _check_label(value, key, where)
@@ -230,9 +232,14 @@ def parse_dataset_json(data: bytes | str, where: str, *, max_classes: int | None
             )
         labels[rel] = label
     kind, dim, why = _label_dim(labels, class_names, where)
+    _check_max_classes(dim, why, max_classes, where)
+    return DatasetLabels(labels, class_names, fmt, kind, where, dim)
+
+
+def _check_max_classes(dim: int, why: str, max_classes: int | None, where: str) -> None:
+    """Refuse a ``label_dim`` over ``max_classes``; ``why`` says where it comes from."""
     if max_classes is not None and dim > max_classes:
         raise DatasetError(
             f"{where}: {why}, more than the limit of {max_classes} (a typo?); if the dataset really has "
             "that many, raise the limit (max_classes=N, train.py --max-classes N)"
         )
-    return DatasetLabels(labels, class_names, fmt, kind, where, dim)
