@@ -391,6 +391,8 @@ def train_classifier(config: TrainConfig, *, progress: bool = True) -> TrainResu
     """
     started = time.perf_counter()
     device = _check(config)
+    if device.type == "cpu":  # as the GAN training loop: no page faults per step (7-25 % faster here)
+        devices.keep_freed_cpu_memory()
     _seed_everything(config.seed)
     data = prepare_data(
         config.data,
