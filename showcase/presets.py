@@ -1,7 +1,7 @@
 """The demo's presets: every size and length of the pipeline, in one place.
 
 ``ci``: tiny everything (a plumbing check that finishes in a few minutes on 2 CPU cores; the images and
-numbers mean little). ``full``: the CPU demo a newcomer runs (8 minutes on 2 idle cores, measured; the
+numbers mean little). ``full``: the CPU demo a newcomer runs (7 minutes on 2 idle cores, measured; the
 target is 15). ``gpu``: a larger run for one CUDA device. The GAN lengths are in kimg (thousands of
 real images shown).
 """
