@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from classification.models import ARCHITECTURES
+from classification.options import AUGMENT_DEFAULTS, TRAIN_DEFAULTS, model_training_options
 
 __all__ = ["main"]
 
@@ -192,68 +193,31 @@ def main() -> None:
     metavar="K",
     help="Use the first K generated images of each class [all].",
 )
+@model_training_options
 @click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.15,
-    metavar="F",
-    help='Fraction of the real --data held out for validation (stratified by class; grouped by the dataset.json "groups" ids when present).',
-)
-@click.option(
-    "--arch",
-    type=click.Choice(list(ARCHITECTURES)),
-    default="small",
-    help="Network: small (our CNN, fast on CPU, 1 or 3 channels) or a torchvision model (3 channels).",
-)
-@click.option(
-    "--width", type=click.IntRange(4, 128), metavar="N", help="Channels of the first layer of small [16]."
-)
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Local pretrained weights of the torchvision model (safetensors or a state dict; read with weights_only=True); its head is replaced. Nothing is downloaded.",
-)
-@click.option(
-    "--input-size",
-    type=click.IntRange(min=16),
-    metavar="N",
-    help="Side of the network input [torchvision: 224; small: the images' size, at most 256].",
-)
-@click.option("--epochs", type=click.IntRange(min=1), default=30, metavar="N", help="Most epochs to train.")
-@click.option("--batch", type=click.IntRange(min=2), default=32, metavar="B", help="Batch size.")
-@click.option(
-    "--lr",
-    type=click.FloatRange(0, min_open=True),
-    default=1e-3,
-    help="AdamW learning rate (cosine schedule).",
-)
-@click.option("--weight-decay", type=click.FloatRange(0), default=1e-4, help="AdamW weight decay.")
-@click.option(
-    "--patience",
-    type=click.IntRange(min=0),
-    default=10,
-    metavar="N",
-    help="Stop after N epochs without a better one (higher validation AUC, or equal AUC and lower loss; 0: never).",
+    "--weight-decay",
+    type=click.FloatRange(0),
+    default=TRAIN_DEFAULTS["weight_decay"],
+    help="AdamW weight decay.",
 )
 @click.option(
     "--hflip",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=AUGMENT_DEFAULTS.hflip,
     metavar="P",
     help="Augmentation: probability of a horizontal flip.",
 )
 @click.option(
     "--rotate",
     type=click.FloatRange(0, 180),
-    default=5.0,
+    default=AUGMENT_DEFAULTS.rotate,
     metavar="DEG",
     help="Augmentation: largest rotation in degrees.",
 )
 @click.option(
     "--crop-scale",
     type=click.FloatRange(0, 1, min_open=True),
-    default=0.8,
+    default=AUGMENT_DEFAULTS.crop_scale,
     metavar="S",
     help="Augmentation: random resized crop of S to 1 of the area (1: none).",
 )

@@ -71,7 +71,7 @@ from typing import Any
 import click
 import numpy as np
 
-from classification.models import ARCHITECTURES
+from classification.options import model_training_options
 from classification.train import TrainConfig
 from classification.transform import Augment
 from stylegan2_ada.atomic import atomic_write, write_json_atomic
@@ -97,9 +97,6 @@ SUMMARY_CSV = "summary.csv"
 RESULTS_MD = "results.md"
 ROC_PNG = "roc.png"
 MANIFEST_JSON = "experiment.json"
-_TRAIN_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-}
 _FPR_GRID = np.linspace(0.0, 1.0, 201)  # where the seeds' ROC curves are averaged
 
 
@@ -885,61 +882,7 @@ def _sources(paths: Sequence[str], names: Sequence[str], kind: str) -> list[Sour
 @click.option(
     "--seed", type=click.IntRange(min=0), default=0, help="First training seed; also the bootstrap seed."
 )
-@click.option(
-    "--arch",
-    type=click.Choice(list(ARCHITECTURES)),
-    default=_TRAIN_DEFAULTS["arch"],
-    help="Classifier architecture.",
-)
-@click.option(
-    "--width", type=click.IntRange(4, 128), metavar="N", help="Channels of the first layer of small [16]."
-)
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Local pretrained weights of a torchvision architecture.",
-)
-@click.option(
-    "--input-size",
-    type=click.IntRange(min=16),
-    metavar="N",
-    help="Side of the network input [small: the images' size].",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=_TRAIN_DEFAULTS["epochs"],
-    metavar="N",
-    help="Most epochs per model.",
-)
-@click.option(
-    "--batch",
-    type=click.IntRange(min=2),
-    default=_TRAIN_DEFAULTS["batch"],
-    metavar="B",
-    help="Training batch size.",
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(0, min_open=True),
-    default=_TRAIN_DEFAULTS["lr"],
-    help="AdamW learning rate.",
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=0),
-    default=_TRAIN_DEFAULTS["patience"],
-    metavar="N",
-    help="Early stopping patience in epochs (0: never).",
-)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=_TRAIN_DEFAULTS["val_fraction"],
-    metavar="F",
-    help="Fraction of the real training set held out for validation.",
-)
+@model_training_options
 @click.option("--no-augment", is_flag=True, help="Train without augmentation (flip, rotation, crop).")
 @click.option(
     "--trunc",
