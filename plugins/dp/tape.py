@@ -312,27 +312,15 @@ def trace(module: nn.Module) -> tuple[Callable[..., Any], Tape]:
 # Uses: autograd functions that run on detached weights and record their inputs/outputs.
 
 
-@dataclass(eq=False)
-class _ConvSpec:
-    tape: Tape
-    weight: Tensor  # detached
-    bias: Tensor | None  # detached
-    geometry: ConvGeometry
-    derived: Derived | None  # the weight's record, None for a constant weight
+class _WeightUse(torch.autograd.Function):
+    """``spec.apply(x)``: an operation linear in the data ``x`` with a detached weight (a spec below).
 
-    def conv(self, x: Tensor, bias: bool = True) -> Tensor:
-        g = self.geometry
-        return F.conv2d(x, self.weight, self.bias if bias else None, g.stride, g.padding, g.dilation)
+    Backward gives the input gradient only; under ``create_graph`` (e.g. R1) that input gradient is a
+    second use of the weight, recorded on the tape (:class:`_InputUse`)."""
 
-    def conv_input_grad(self, grad: Tensor) -> Tensor:
-        g = self.geometry
-        return torch.nn.grad.conv2d_input(g.in_shape, self.weight, grad, g.stride, g.padding, g.dilation)
-
-
-class _ConvUse(torch.autograd.Function):
     @staticmethod
-    def forward(x: Tensor, spec: _ConvSpec) -> Tensor:  # type: ignore[override]
-        return spec.conv(x)
+    def forward(x: Tensor, spec: _ConvSpec | _LinearSpec) -> Tensor:  # type: ignore[override]
+        return spec.apply(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -344,20 +332,19 @@ class _ConvUse(torch.autograd.Function):
             return None, None
         spec = ctx.spec
         if not torch.is_grad_enabled():
-            return spec.conv_input_grad(grad), None
-        # create_graph (e.g. R1): the input gradient is a second use of the weight.
-        out = spec.tape.tap(_ConvInputUse.apply(grad, spec))
+            return spec.input_grad(grad), None
+        out = spec.tape.tap(_InputUse.apply(grad, spec))
         if spec.derived is not None:
-            spec.tape.record(Use("conv", spec.derived, tap=out, g=grad, conv=spec.geometry))
+            spec.tape.record(spec.input_use(out, grad))
         return out, None
 
 
-class _ConvInputUse(torch.autograd.Function):
-    """``conv2d_input(grad; w)``: linear in ``grad``; its adjoint is the convolution itself."""
+class _InputUse(torch.autograd.Function):
+    """``spec.input_grad(grad)``: linear in ``grad``; its adjoint is ``spec.adjoint``."""
 
     @staticmethod
-    def forward(grad: Tensor, spec: _ConvSpec) -> Tensor:  # type: ignore[override]
-        return spec.conv_input_grad(grad)
+    def forward(grad: Tensor, spec: _ConvSpec | _LinearSpec) -> Tensor:  # type: ignore[override]
+        return spec.input_grad(grad)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -367,7 +354,33 @@ class _ConvInputUse(torch.autograd.Function):
     def backward(ctx: Any, e: Tensor) -> tuple[Tensor, None]:
         if torch.is_grad_enabled():
             raise UnsupportedParameterUse("third derivatives are not supported by the per-example engine")
-        return ctx.spec.conv(e, bias=False), None
+        return ctx.spec.adjoint(e), None
+
+
+@dataclass(eq=False)
+class _ConvSpec:
+    tape: Tape
+    weight: Tensor  # detached
+    bias: Tensor | None  # detached
+    geometry: ConvGeometry
+    derived: Derived | None  # the weight's record, None for a constant weight
+
+    def _conv(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        g = self.geometry
+        return F.conv2d(x, self.weight, bias, g.stride, g.padding, g.dilation)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return self._conv(x, self.bias)
+
+    def input_grad(self, grad: Tensor) -> Tensor:
+        g = self.geometry
+        return torch.nn.grad.conv2d_input(g.in_shape, self.weight, grad, g.stride, g.padding, g.dilation)
+
+    def adjoint(self, e: Tensor) -> Tensor:
+        return self._conv(e, None)
+
+    def input_use(self, out: Tensor, grad: Tensor) -> Use:
+        return Use("conv", self.derived, tap=out, g=grad, conv=self.geometry)
 
 
 def _conv_use(tape: Tape, args: tuple, kwargs: dict) -> Tensor:
@@ -396,7 +409,7 @@ def _conv_use(tape: Tape, args: tuple, kwargs: dict) -> Tensor:
         in_shape=tuple(x.shape),
     )
     spec = _ConvSpec(tape, w.detach(), b.detach() if b is not None else None, geometry, wd)
-    out = tape.tap(_ConvUse.apply(x, spec))
+    out = tape.tap(_WeightUse.apply(x, spec))
     if wd is not None:
         tape.record(Use("conv", wd, tap=out, a=x, conv=geometry))
     if bd is not None:
@@ -412,46 +425,18 @@ class _LinearSpec:
     derived: Derived | None
     transposed: bool  # the derived tensor is weight.T ([O, I])
 
+    def apply(self, x: Tensor) -> Tensor:
+        y = x.matmul(self.weight)
+        return y if self.bias is None else y + self.bias
 
-class _LinearUse(torch.autograd.Function):
-    @staticmethod
-    def forward(x: Tensor, spec: _LinearSpec) -> Tensor:  # type: ignore[override]
-        y = x.matmul(spec.weight)
-        return y if spec.bias is None else y + spec.bias
+    def input_grad(self, grad: Tensor) -> Tensor:
+        return grad.matmul(self.weight.t())
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        ctx.spec = inputs[1]
+    def adjoint(self, e: Tensor) -> Tensor:
+        return e.matmul(self.weight)
 
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
-        if not ctx.needs_input_grad[0]:
-            return None, None
-        spec = ctx.spec
-        if not torch.is_grad_enabled():
-            return grad.matmul(spec.weight.t()), None
-        out = spec.tape.tap(_LinearInputUse.apply(grad, spec))
-        if spec.derived is not None:
-            spec.tape.record(Use("linear", spec.derived, tap=out, g=grad, transposed=spec.transposed))
-        return out, None
-
-
-class _LinearInputUse(torch.autograd.Function):
-    """``grad @ W^T``: linear in ``grad``; its adjoint is ``e @ W``."""
-
-    @staticmethod
-    def forward(grad: Tensor, spec: _LinearSpec) -> Tensor:  # type: ignore[override]
-        return grad.matmul(spec.weight.t())
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        ctx.spec = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, e: Tensor) -> tuple[Tensor, None]:
-        if torch.is_grad_enabled():
-            raise UnsupportedParameterUse("third derivatives are not supported by the per-example engine")
-        return e.matmul(ctx.spec.weight), None
+    def input_use(self, out: Tensor, grad: Tensor) -> Use:
+        return Use("linear", self.derived, tap=out, g=grad, transposed=self.transposed)
 
 
 def _bias_reduce_dims(tape: Tape, b: Tensor, out_shape: torch.Size) -> tuple[int, ...]:
@@ -475,7 +460,7 @@ def _linear(tape: Tape, x: Tensor, w: Tensor, b: Tensor | None, transposed: bool
         )
     wt = w.detach().t() if transposed else w.detach()
     spec = _LinearSpec(tape, wt, b.detach() if b is not None else None, wd, transposed)
-    out = tape.tap(_LinearUse.apply(x, spec))
+    out = tape.tap(_WeightUse.apply(x, spec))
     if wd is not None:
         tape.record(Use("linear", wd, tap=out, a=x, transposed=transposed))
     if bd is not None:
