@@ -24,8 +24,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, args: list[str], out: str) -> None:
-    # What torchrun sets for each process.
+def _as_torchrun_rank(rank: int, port: int) -> None:
+    """Set what torchrun sets for each process; one torch thread per process."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -34,14 +34,23 @@ def _worker(rank: int, port: int, args: list[str], out: str) -> None:
         WORLD_SIZE=str(WORLD),
     )
     torch.set_num_threads(1)
-    from stylegan2_ada.training import cli
 
-    result = cli.main(args, standalone_mode=False)
-    tensors = {
+
+def _network_tensors(result) -> dict[str, torch.Tensor]:
+    """``{"G.<key>": tensor, "D.<key>": ..., "G_ema.<key>": ...}``: a training result's network states."""
+    return {
         f"{name}.{k}": v.detach().clone()
         for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
         for k, v in net.state_dict().items()
     }
+
+
+def _worker(rank: int, port: int, args: list[str], out: str) -> None:
+    _as_torchrun_rank(rank, port)
+    from stylegan2_ada.training import cli
+
+    result = cli.main(args, standalone_mode=False)
+    tensors = _network_tensors(result)
     tensors["augment_p"] = result.augment_pipe.p.detach().clone()
     torch.save(
         {
@@ -146,24 +155,13 @@ def test_bad_items_of_every_rank_are_logged_on_rank_0_and_counted_alike(tmp_path
 
 
 def _seam_worker(rank: int, port: int, args: list[str], out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(WORLD),
-    )
-    torch.set_num_threads(1)
+    _as_torchrun_rank(rank, port)
     from sg2_training_support import takeover
 
     from stylegan2_ada.training import cli
 
     result = cli.main(args, standalone_mode=False)
-    tensors = {
-        f"{name}.{k}": v.detach().clone()
-        for name, net in (("G", result.G), ("D", result.D), ("G_ema", result.G_ema))
-        for k, v in net.state_dict().items()
-    }
+    tensors = _network_tensors(result)
     steps = [(s.step, s.phases, s.real_batch, s.real_batch_total) for s in takeover.SEEN["steps"]]
     torch.save(
         {"tensors": tensors, "steps": steps, "cur_nimg": result.state.cur_nimg},
